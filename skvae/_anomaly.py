@@ -1,0 +1,237 @@
+"""VAEAnomalyDetector: a VAE with scikit-learn's outlier-detector contract."""
+
+from __future__ import annotations
+
+from numbers import Real
+
+import numpy as np
+from sklearn.base import OutlierMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from . import _likelihoods
+from ._base import SHARED_PARAMETERS_DOC, _BaseVAE, restore_state_on_failure
+
+# contamination="auto": Tukey's lower fence on the training scores.
+TUKEY_FENCE = 1.5
+
+
+def tukey_lower_fence(scores, k=TUKEY_FENCE):
+    """Q1 - k * IQR: the box-plot rule for low outliers."""
+    q1, q3 = np.percentile(scores, [25, 75])
+    return q1 - k * (q3 - q1)
+
+
+class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
+    """Unsupervised outlier detection with a variational autoencoder.
+
+    The VAE learns the density of the training rows; a row's score is its
+    evidence lower bound (or an importance-weighted bound, or its negative
+    reconstruction error), so rows the model finds unlikely score low. The
+    contract is :class:`~sklearn.ensemble.IsolationForest`'s:
+    ``score_samples`` (higher is more normal), ``decision_function``
+    (negative for outliers), ``predict`` (+1 inlier, -1 outlier).
+
+    Parameters
+    ----------
+    contamination : "auto" or float in (0, 0.5], default="auto"
+        Expected share of outliers; ``offset_`` is set at that quantile of
+        the training scores. With ``"auto"`` the offset is Tukey's lower
+        fence of the training scores, ``Q1 - 1.5 * IQR``, the box-plot rule
+        that needs no guess of the outlier share.
+
+    scoring : {"elbo", "iwae", "reconstruction"}, default="elbo"
+        ``"elbo"``: the evidence lower bound, estimated with
+        ``n_importance_samples`` shared latent samples. ``"iwae"``: the
+        importance-weighted bound with the same samples, tighter to the true
+        log-likelihood. ``"reconstruction"``: the negative squared error of
+        the reconstruction at the posterior mean, in standardised units. All
+        three are deterministic.
+
+    {shared_parameters}
+
+    Attributes
+    ----------
+    offset_ : float
+        Threshold on ``score_samples``: ``decision_function`` is
+        ``score_samples(X) - offset_``.
+    module_ : VAEModule
+        The fitted torch module (in eval mode).
+    mean_ : ndarray of shape (n_features_in_,)
+        Column means used to standardise the input.
+    scale_ : ndarray of shape (n_features_in_,)
+        Column scales used to standardise the input (1 for constant columns).
+    device_ : str
+        Device the module lives on.
+    loss_curve_ : list of float
+        Mean training loss (negative ELBO, nats per row) of each epoch.
+    validation_scores_ : list of float or None
+        Mean validation ELBO of each epoch; None without a validation set.
+    best_loss_ : float
+        Lowest training loss reached.
+    best_validation_score_ : float or None
+        Highest validation ELBO reached; None without a validation set.
+    n_iter_ : int
+        Number of epochs run.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when X has string column names.
+
+    See Also
+    --------
+    VAETransformer : The same model as a transformer.
+    sklearn.ensemble.IsolationForest : The tree-based detector whose contract
+        this one follows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvae import VAEAnomalyDetector
+    >>> rng = np.random.RandomState(0)
+    >>> X = np.vstack([rng.normal(size=(300, 4)), [[8.0, -8.0, 8.0, -8.0]]])
+    >>> detector = VAEAnomalyDetector(max_iter=30, random_state=0).fit(X)
+    >>> int(detector.predict(X)[-1])
+    -1
+    >>> bool(detector.score_samples(X)[-1] < np.median(detector.score_samples(X)))
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseVAE._parameter_constraints,
+        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "scoring": [StrOptions({"elbo", "iwae", "reconstruction"})],
+    }
+
+    def __init__(
+        self,
+        *,
+        contamination="auto",
+        scoring="elbo",
+        n_components=8,
+        hidden_layer_sizes=(64, 32),
+        activation="relu",
+        likelihood="gaussian",
+        decoder_variance="feature",
+        n_importance_samples=16,
+        beta=1.0,
+        kl_warmup=0,
+        alpha=0.0,
+        batch_size=256,
+        learning_rate_init=1e-3,
+        max_iter=200,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        device="auto",
+        warm_start=False,
+        verbose=False,
+        random_state=None,
+    ):
+        super().__init__(
+            n_components=n_components,
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            likelihood=likelihood,
+            decoder_variance=decoder_variance,
+            n_importance_samples=n_importance_samples,
+            beta=beta,
+            kl_warmup=kl_warmup,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate_init=learning_rate_init,
+            max_iter=max_iter,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            device=device,
+            warm_start=warm_start,
+            verbose=verbose,
+            random_state=random_state,
+        )
+        self.contamination = contamination
+        self.scoring = scoring
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    @restore_state_on_failure
+    def fit(self, X, y=None):
+        """Fit the VAE on X and set the outlier threshold ``offset_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows; at least 2. No labels are used.
+        y : Ignored
+
+        Returns
+        -------
+        self : VAEAnomalyDetector
+        """
+        X = self._fit(X)
+        self.offset_ = self._offset(self._score_samples(X))
+        return self
+
+    def _offset(self, training_scores):
+        if self.contamination == "auto":
+            return float(tukey_lower_fence(training_scores))
+        return float(np.percentile(training_scores, 100.0 * self.contamination))
+
+    def score_samples(self, X):
+        """Normality score of each row: higher is more normal.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            The bound chosen by ``scoring``, in nats (or the negative squared
+            reconstruction error for ``scoring="reconstruction"``).
+        """
+        check_is_fitted(self)
+        return self._score_samples(self._validate_input(X, reset=False))
+
+    def _score_samples(self, X):
+        """``score_samples`` of validated X, without checks (used by fit)."""
+        if self.scoring == "elbo":
+            return self._elbo(X)
+        if self.scoring == "reconstruction":
+            return -self._evaluate(X, _likelihoods.squared_reconstruction_error)
+        return self._evaluate_bound(X, _likelihoods.iwae_bound)
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative for outliers.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for inliers, -1 for outliers.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        decision = self.decision_function(X)
+        labels = np.ones(decision.shape[0], dtype=int)
+        labels[decision < 0] = -1
+        return labels
+
+
+VAEAnomalyDetector.__doc__ = VAEAnomalyDetector.__doc__.replace(
+    "{shared_parameters}", SHARED_PARAMETERS_DOC
+)

@@ -1,0 +1,394 @@
+"""_BaseVAE: parameters, validation, the fit path, chunked evaluation, pickling.
+
+The estimators in ``_transformer`` and ``_anomaly`` are thin layers over this
+class; the numerics live in the torch-only modules it imports.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _likelihoods
+from ._network import ACTIVATIONS, VAEModule
+from ._preprocessing import fit_standardiser
+from ._training import EVAL_CHUNK_ROWS, TrainingHistory, TrainingSettings, train
+
+# Scoring pads every chunk to a multiple of this many rows: BLAS picks other
+# kernels for very small matrices, and a row's score must not depend on how
+# many rows are scored with it (scikit-learn's subset-invariance checks).
+PAD_ROWS = 64
+
+SHARED_PARAMETERS_DOC = """n_components : int, default=8
+        Dimension of the latent space.
+
+    hidden_layer_sizes : tuple of int, default=(64, 32)
+        Widths of the encoder's hidden layers; the decoder mirrors them.
+
+    activation : {"relu", "tanh", "elu", "gelu"}, default="relu"
+        Activation of the hidden layers.
+
+    likelihood : {"gaussian", "bernoulli"}, default="gaussian"
+        Observation model p(x|z). ``"gaussian"`` models standardised numeric
+        columns with a learned variance, so the ELBO is a real
+        log-likelihood bound. ``"bernoulli"`` is for data in [0, 1] and is
+        fitted without standardisation.
+
+    n_importance_samples : int, default=16
+        Number K of latent samples used to estimate each row's ELBO (and,
+        for the detector, the importance-weighted bound). They are a fixed
+        set drawn once from ``random_state`` and shared by every row, so
+        scores are deterministic and a row's score does not depend on the
+        rows scored with it.
+
+    decoder_variance : {"feature", "sample"}, default="feature"
+        Gaussian likelihood only: one learned variance per feature, or one
+        per feature and row predicted by the decoder.
+
+    beta : float, default=1.0
+        Weight of the KL term (beta-VAE). 1 gives the true ELBO.
+
+    kl_warmup : int, default=0
+        Number of epochs over which the KL weight rises linearly from
+        ``beta / kl_warmup`` to ``beta``. Early stopping waits for the end of
+        the warm-up.
+
+    alpha : float, default=0.0
+        L2 penalty (Adam weight decay).
+
+    batch_size : int, default=256
+        Rows per mini-batch; inputs with fewer rows train in one batch.
+
+    learning_rate_init : float, default=1e-3
+        Adam step size.
+
+    max_iter : int, default=200
+        Maximum number of epochs.
+
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the rows and stop when their ELBO
+        stops improving; the best weights are restored. When the held-out set
+        would have fewer than 2 rows, the training loss is watched instead.
+
+    validation_fraction : float, default=0.1
+        Share of the rows held out for early stopping.
+
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of at least ``tol`` before stopping.
+
+    tol : float, default=1e-4
+        Minimum improvement, in nats per row, that counts.
+
+    device : {"auto", "cpu", "cuda"}, default="auto"
+        Where the network runs; ``"auto"`` picks CUDA when it is available.
+
+    warm_start : bool, default=False
+        Reuse the previous fit's network and scaling as the starting point.
+
+    verbose : bool, default=False
+        Show a progress bar with the current loss on stderr.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds one torch generator for initialisation, shuffling, the
+        validation split and the sampling noise. The same integer gives the
+        same model and scores on CPU."""
+
+
+def restore_state_on_failure(method):
+    """Leave the estimator exactly as it was when ``method`` raises."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        saved = dict(self.__dict__)
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    return wrapper
+
+
+def _check_hidden_layer_sizes(sizes):
+    sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
+    if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
+        raise ValueError(f"hidden_layer_sizes must be a tuple of positive integers, got {sizes!r}.")
+    return tuple(int(s) for s in sizes)
+
+
+def _resolve_device(device):
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device='cuda' was requested but CUDA is not available on this "
+            "machine; use device='cpu' or device='auto'."
+        )
+    return device
+
+
+class _BaseVAE(BaseEstimator):
+    """Shared parameters and machinery of the skvae estimators."""
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "likelihood": [StrOptions({"gaussian", "bernoulli"})],
+        "decoder_variance": [StrOptions({"feature", "sample"})],
+        "n_importance_samples": [Interval(Integral, 1, None, closed="left")],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "kl_warmup": [Interval(Integral, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        *,
+        n_components=8,
+        hidden_layer_sizes=(64, 32),
+        activation="relu",
+        likelihood="gaussian",
+        decoder_variance="feature",
+        n_importance_samples=16,
+        beta=1.0,
+        kl_warmup=0,
+        alpha=0.0,
+        batch_size=256,
+        learning_rate_init=1e-3,
+        max_iter=200,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        device="auto",
+        warm_start=False,
+        verbose=False,
+        random_state=None,
+    ):
+        self.n_components = n_components
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.likelihood = likelihood
+        self.decoder_variance = decoder_variance
+        self.n_importance_samples = n_importance_samples
+        self.beta = beta
+        self.kl_warmup = kl_warmup
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.device = device
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ input
+    def _validate_input(self, X, *, reset, for_fit=False):
+        # Fitting needs two rows: one row has no spread to standardise by.
+        X = validate_data(
+            self,
+            X,
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=2 if for_fit else 1,
+        )
+        if self.likelihood == "bernoulli" and (X.min() < 0 or X.max() > 1):
+            raise ValueError(
+                "likelihood='bernoulli' needs every value of X in [0, 1]; got "
+                f"values in [{X.min():.3g}, {X.max():.3g}]. Use "
+                "likelihood='gaussian' for other numeric data."
+            )
+        return X
+
+    # -------------------------------------------------------------------- fit
+    def _fit(self, X):
+        """Validate, standardise, train; sets every fitted attribute."""
+        hidden = _check_hidden_layer_sizes(self.hidden_layer_sizes)
+        device = _resolve_device(self.device)
+        continuing = self.warm_start and hasattr(self, "module_")
+        X = self._validate_input(X, reset=not continuing, for_fit=True)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        generator = torch.Generator().manual_seed(seed)
+
+        if continuing:
+            mean, scale = self.mean_, self.scale_
+            module = copy.deepcopy(self.module_).to(device)
+            history = copy.deepcopy(self._history)
+            history.epochs_without_improvement = 0
+        else:
+            mean, scale = self._fit_scaling(X)
+            module = VAEModule(
+                X.shape[1],
+                self.n_components,
+                hidden,
+                self.activation,
+                self.likelihood,
+                self.decoder_variance,
+            )
+            module.reset_parameters(generator)
+            module.to(device)
+            history = TrainingHistory()
+
+        x_all = torch.from_numpy(self._standardise(X, mean, scale)).to(device)
+        x_train, x_val = self._split(x_all, generator)
+        optimizer = torch.optim.Adam(
+            module.parameters(), lr=self.learning_rate_init, weight_decay=self.alpha
+        )
+        settings = TrainingSettings(
+            batch_size=self.batch_size,
+            max_iter=self.max_iter,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            beta=self.beta,
+            kl_warmup=self.kl_warmup,
+            verbose=bool(self.verbose),
+        )
+        history = train(module, optimizer, x_train, x_val, settings, generator, history)
+
+        self.mean_, self.scale_ = mean, scale
+        self.module_ = module
+        self.device_ = device
+        self._seed = seed
+        self._history = history
+        self.loss_curve_ = list(history.loss_curve)
+        self.validation_scores_ = list(history.validation_scores) if x_val is not None else None
+        self.best_loss_ = history.best_loss
+        self.best_validation_score_ = history.best_validation_score if x_val is not None else None
+        self.n_iter_ = history.n_iter
+        if not (history.stopped_early or history.interrupted):
+            warnings.warn(
+                f"{type(self).__name__} reached max_iter={self.max_iter} epochs "
+                "without converging; increase max_iter.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return X
+
+    def _fit_scaling(self, X):
+        if self.likelihood == "bernoulli":
+            return np.zeros(X.shape[1]), np.ones(X.shape[1])
+        return fit_standardiser(X)
+
+    @staticmethod
+    def _standardise(X, mean, scale):
+        return ((X - mean) / scale).astype(np.float32)
+
+    def _split(self, x_all, generator):
+        """Training and validation rows; no validation set when it would be tiny."""
+        n = x_all.shape[0]
+        n_val = int(math.floor(self.validation_fraction * n)) if self.early_stopping else 0
+        if n_val < 2 or n - n_val < 2:
+            return x_all, None
+        order = torch.randperm(n, generator=generator).to(x_all.device)
+        return x_all[order[n_val:]], x_all[order[:n_val]]
+
+    # ------------------------------------------------------------- evaluation
+    def _evaluate(self, X, function, chunk_rows=EVAL_CHUNK_ROWS):
+        """Apply ``function(module, x_standardised)`` to ``X`` chunk by chunk.
+
+        Memory stays bounded by the chunk whatever the size of ``X``; results
+        come back as a float64 array with one row per row of ``X``.
+        """
+        module = self.module_
+        device = next(module.parameters()).device
+        mean = torch.as_tensor(self.mean_, dtype=torch.float32, device=device)
+        scale = torch.as_tensor(self.scale_, dtype=torch.float32, device=device)
+        chunk_rows = max(PAD_ROWS, chunk_rows - chunk_rows % PAD_ROWS)
+        n = X.shape[0]
+        buffer = np.zeros((min(chunk_rows, -(-n // PAD_ROWS) * PAD_ROWS), X.shape[1]), np.float32)
+        out = None
+        module.eval()
+        with torch.inference_mode():
+            for start in range(0, n, chunk_rows):
+                rows = X[start : start + chunk_rows]
+                m = rows.shape[0]
+                padded = -(-m // PAD_ROWS) * PAD_ROWS
+                buffer[:m] = rows
+                buffer[m:padded] = 0.0
+                x = torch.from_numpy(buffer[:padded]).to(device)
+                result = function(module, (x - mean) / scale)[:m].double().cpu().numpy()
+                if out is None:
+                    out = np.empty((n, *result.shape[1:]), dtype=np.float64)
+                out[start : start + m] = result
+        return out
+
+    def _log_jacobian(self):
+        """log|d standardised / d original| summed over features (nats)."""
+        return -float(np.sum(np.log(self.scale_)))
+
+    def _importance_noise(self):
+        """The fixed, seeded standard normal draws shared by every row."""
+        generator = torch.Generator().manual_seed(self._seed)
+        noise = torch.randn((self.n_importance_samples, self.n_components), generator=generator)
+        return noise.to(self.device_)
+
+    def _evaluate_bound(self, X, bound):
+        """Per-row ``bound`` (mc_elbo or iwae_bound) of validated ``X`` with
+        the shared samples, in nats of the original units."""
+        noise = self._importance_noise()
+
+        def function(module, x):
+            return bound(module, x, noise)
+
+        chunk = EVAL_CHUNK_ROWS // self.n_importance_samples
+        return self._evaluate(X, function, chunk_rows=chunk) + self._log_jacobian()
+
+    def _elbo(self, X):
+        """Per-row ELBO of validated ``X``, in nats of the original units."""
+        return self._evaluate_bound(X, _likelihoods.mc_elbo)
+
+    def score(self, X, y=None):
+        """Mean ELBO of the rows of ``X``, in nats (higher is better).
+
+        Lets ``GridSearchCV`` tune the model without labels, as
+        ``GaussianMixture.score`` does.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        score : float
+        """
+        check_is_fitted(self)
+        return float(np.mean(self._elbo(self._validate_input(X, reset=False))))
+
+    # --------------------------------------------------------------- pickling
+    def __getstate__(self):
+        # object.__getstate__ may hand back the live __dict__: copy it.
+        state = dict(super().__getstate__())
+        if "module_" in state:
+            # A model fitted on a GPU must load on a CPU-only machine.
+            state["module_"] = copy.deepcopy(state["module_"]).cpu()
+            state["device_"] = "cpu"
+        return state

@@ -1,0 +1,198 @@
+"""The epoch loop: mini-batches by index slicing, KL warm-up, early stopping,
+recovery from a diverging loss and from Ctrl-C. No estimator imports."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ._likelihoods import elbo
+
+# How often a non-finite loss is answered by restoring the last good weights
+# and dividing the step size by DIVERGENCE_LR_FACTOR before fit gives up.
+MAX_DIVERGENCE_RETRIES = 3
+DIVERGENCE_LR_FACTOR = 10.0
+# Gradients are clipped to this global norm: one wild batch (a huge outlier
+# in the training data) must not throw the weights out of range.
+MAX_GRAD_NORM = 100.0
+# Rows evaluated at once without gradients.
+EVAL_CHUNK_ROWS = 65536
+
+
+class TrainingDivergedError(ValueError):
+    """The training loss stayed NaN or infinite after every recovery attempt."""
+
+
+@dataclass
+class TrainingSettings:
+    batch_size: int
+    max_iter: int
+    n_iter_no_change: int
+    tol: float
+    beta: float = 1.0
+    kl_warmup: int = 0
+    verbose: bool = False
+
+
+@dataclass
+class TrainingHistory:
+    """What the loop records; the estimator copies it into fitted attributes."""
+
+    loss_curve: list = field(default_factory=list)
+    validation_scores: list = field(default_factory=list)
+    best_loss: float = math.inf
+    best_validation_score: float = -math.inf
+    n_iter: int = 0
+    epochs_without_improvement: int = 0
+    learning_rate: float | None = None
+    stopped_early: bool = False
+    interrupted: bool = False
+
+
+def kl_weight(settings, epoch):
+    """beta, ramped up linearly over the first ``kl_warmup`` epochs."""
+    if settings.kl_warmup <= 0:
+        return settings.beta
+    return settings.beta * min(1.0, (epoch + 1) / settings.kl_warmup)
+
+
+@torch.inference_mode()
+def mean_elbo(module, x):
+    """Mean deterministic ELBO of the rows of ``x`` (the validation score)."""
+    module.eval()
+    total = 0.0
+    for start in range(0, x.shape[0], EVAL_CHUNK_ROWS):
+        total += elbo(module, x[start : start + EVAL_CHUNK_ROWS]).double().sum().item()
+    return total / x.shape[0]
+
+
+def _run_epoch(module, optimizer, x_train, settings, beta, generator):
+    """One pass over ``x_train`` in a random order; returns the mean loss."""
+    module.train()
+    n = x_train.shape[0]
+    order = torch.randperm(n, generator=generator, device="cpu").to(x_train.device)
+    total = 0.0
+    for start in range(0, n, settings.batch_size):
+        batch = x_train[order[start : start + settings.batch_size]]
+        noise = torch.randn(
+            (batch.shape[0], module.n_components),
+            generator=generator,
+            device="cpu",
+        ).to(batch.device)
+        loss = -elbo(module, batch, noise, beta).mean()
+        if not torch.isfinite(loss):
+            return math.nan
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), MAX_GRAD_NORM)
+        optimizer.step()
+        total += loss.item() * batch.shape[0]
+    return total / n
+
+
+def _set_learning_rate(optimizer, learning_rate):
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+
+
+def _record_best(history, loss, validation_score, tol):
+    """Update the best values, as MLPRegressor does.
+
+    Returns (best, significant): whether this epoch is the best so far (its
+    weights are kept), and whether it beat the previous best by ``tol``
+    (which resets the early-stopping counter).
+    """
+    if validation_score is not None:
+        previous, current = history.best_validation_score, validation_score
+    else:
+        previous, current = -history.best_loss, -loss
+    history.best_loss = min(history.best_loss, loss)
+    if validation_score is not None:
+        history.best_validation_score = max(previous, current)
+    return current > previous, current > previous + tol
+
+
+def train(module, optimizer, x_train, x_val, settings, generator, history=None):
+    """Train ``module`` in place for up to ``settings.max_iter`` epochs.
+
+    Early stopping watches the validation ELBO when ``x_val`` is given and the
+    training loss otherwise; the best weights seen are restored at the end.
+    A non-finite loss restores the last good weights and lowers the step size
+    (at most ``MAX_DIVERGENCE_RETRIES`` times). Ctrl-C stops cleanly with the
+    best weights so far and a warning.
+    """
+    history = history or TrainingHistory()
+    if history.learning_rate is None:
+        history.learning_rate = optimizer.param_groups[0]["lr"]
+    _set_learning_rate(optimizer, history.learning_rate)
+    best_state = copy.deepcopy(module.state_dict())
+    retries = 0
+    epoch = 0
+    progress = tqdm(
+        total=settings.max_iter,
+        disable=not settings.verbose,
+        file=sys.stderr,
+        desc="skvae fit",
+        unit="epoch",
+    )
+    try:
+        while epoch < settings.max_iter:
+            good_state = copy.deepcopy(module.state_dict())
+            beta = kl_weight(settings, history.n_iter)
+            loss = _run_epoch(module, optimizer, x_train, settings, beta, generator)
+            if not math.isfinite(loss):
+                retries += 1
+                if retries > MAX_DIVERGENCE_RETRIES:
+                    module.load_state_dict(good_state)
+                    raise TrainingDivergedError(
+                        "Training diverged: the loss became NaN or infinite "
+                        f"{retries} times, even after lowering the learning rate "
+                        f"to {history.learning_rate:.3g}. Scale the input or "
+                        "lower learning_rate_init."
+                    )
+                module.load_state_dict(good_state)
+                history.learning_rate /= DIVERGENCE_LR_FACTOR
+                optimizer.state.clear()
+                _set_learning_rate(optimizer, history.learning_rate)
+                continue
+            validation_score = mean_elbo(module, x_val) if x_val is not None else None
+            history.loss_curve.append(loss)
+            if validation_score is not None:
+                history.validation_scores.append(validation_score)
+            history.n_iter += 1
+            epoch += 1
+            progress.update(1)
+            progress.set_postfix(
+                loss=f"{loss:.4g}",
+                **({} if validation_score is None else {"val_elbo": f"{validation_score:.4g}"}),
+            )
+            best, significant = _record_best(history, loss, validation_score, settings.tol)
+            warming_up = history.n_iter < settings.kl_warmup
+            if best or warming_up:
+                best_state = copy.deepcopy(module.state_dict())
+            if significant or warming_up:
+                history.epochs_without_improvement = 0
+            else:
+                history.epochs_without_improvement += 1
+            if history.epochs_without_improvement >= settings.n_iter_no_change:
+                history.stopped_early = True
+                break
+    except KeyboardInterrupt:
+        history.interrupted = True
+        warnings.warn(
+            f"Training interrupted after {history.n_iter} epochs; "
+            "keeping the best weights seen so far.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    finally:
+        progress.close()
+    module.load_state_dict(best_state)
+    module.eval()
+    return history

@@ -1,0 +1,185 @@
+"""VAETransformer: a VAE as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import SHARED_PARAMETERS_DOC, _BaseVAE, restore_state_on_failure
+
+
+def _posterior_mean(module, x):
+    return module.encode(x)[0]
+
+
+class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseVAE):
+    """Variational autoencoder as a transformer: rows in, latent means out.
+
+    The encoder maps each row to a Gaussian posterior q(z|x); ``transform``
+    returns its means. ``inverse_transform`` decodes latent points back to
+    the original units, ``sample`` draws new rows from the model, and
+    ``score_samples`` gives each row's evidence lower bound (ELBO) in nats,
+    so ``score`` can drive ``GridSearchCV`` without labels.
+
+    Parameters
+    ----------
+    {shared_parameters}
+
+    Attributes
+    ----------
+    module_ : VAEModule
+        The fitted torch module (in eval mode).
+    mean_ : ndarray of shape (n_features_in_,)
+        Column means used to standardise the input.
+    scale_ : ndarray of shape (n_features_in_,)
+        Column scales used to standardise the input (1 for constant columns).
+    device_ : str
+        Device the module lives on.
+    loss_curve_ : list of float
+        Mean training loss (negative ELBO, nats per row) of each epoch.
+    validation_scores_ : list of float or None
+        Mean validation ELBO of each epoch; None without a validation set.
+    best_loss_ : float
+        Lowest training loss reached.
+    best_validation_score_ : float or None
+        Highest validation ELBO reached; None without a validation set.
+    n_iter_ : int
+        Number of epochs run.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when X has string column names.
+
+    See Also
+    --------
+    VAEAnomalyDetector : The same model used as an outlier detector.
+    sklearn.decomposition.PCA : The linear counterpart.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvae import VAETransformer
+    >>> X = np.random.RandomState(0).normal(size=(200, 5))
+    >>> vae = VAETransformer(n_components=2, max_iter=5, random_state=0)
+    >>> vae.fit_transform(X).shape
+    (200, 2)
+    >>> vae.inverse_transform(vae.transform(X[:3])).shape
+    (3, 5)
+    >>> vae.sample(4, random_state=0).shape
+    (4, 5)
+    >>> bool(np.isfinite(vae.score(X)))
+    True
+    """
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    @restore_state_on_failure
+    def fit(self, X, y=None):
+        """Fit the VAE on X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows; at least 2.
+        y : Ignored
+
+        Returns
+        -------
+        self : VAETransformer
+        """
+        self._fit(X)
+        return self
+
+    @property
+    def _n_features_out(self):
+        return self.n_components
+
+    def transform(self, X):
+        """Posterior means of the rows of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components)
+        """
+        check_is_fitted(self)
+        return self._evaluate(self._validate_input(X, reset=False), _posterior_mean)
+
+    def inverse_transform(self, X):
+        """Decoder means of latent points, in the original units.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_components)
+            Latent points, as returned by ``transform``.
+
+        Returns
+        -------
+        X_original : ndarray of shape (n_samples, n_features_in_)
+        """
+        check_is_fitted(self)
+        Z = check_array(X, dtype=[np.float64, np.float32])
+        if Z.shape[1] != self.n_components:
+            raise ValueError(
+                f"X has {Z.shape[1]} columns, but inverse_transform expects "
+                f"n_components={self.n_components} latent columns."
+            )
+        with torch.inference_mode():
+            z = torch.as_tensor(Z, dtype=torch.float32, device=self.device_)
+            means = self.module_.decoder_mean(z).double().cpu().numpy()
+        return means * self.scale_ + self.mean_
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw rows from the fitted model: z ~ N(0, I), then x ~ p(x|z).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+        random_state : int, RandomState instance or None, default=None
+            Seed for the draw; an integer gives the same rows every call.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        generator = torch.Generator().manual_seed(seed)
+        module = self.module_
+        with torch.inference_mode():
+            z = torch.randn((n_samples, self.n_components), generator=generator)
+            location, log_var = module.decode(z.to(self.device_))
+            location, log_var = location.cpu(), None if log_var is None else log_var.cpu()
+            if module.likelihood == "bernoulli":
+                x = torch.bernoulli(torch.sigmoid(location), generator=generator)
+            else:
+                noise = torch.randn(location.shape, generator=generator)
+                x = location + torch.exp(0.5 * log_var) * noise
+        return x.double().numpy() * self.scale_ + self.mean_
+
+    def score_samples(self, X):
+        """Evidence lower bound of each row, in nats of the original units.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        elbo : ndarray of shape (n_samples,)
+            Higher means more typical of the training data.
+        """
+        check_is_fitted(self)
+        return self._elbo(self._validate_input(X, reset=False))
+
+
+VAETransformer.__doc__ = VAETransformer.__doc__.replace(
+    "{shared_parameters}", SHARED_PARAMETERS_DOC
+)

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from skvae import VAEAnomalyDetector
+from skvae.datasets import load_demo
+
+from .conftest import FAST
+
+
+@pytest.mark.parametrize("scoring", ["elbo", "iwae", "reconstruction"])
+def test_far_rows_score_lowest(blobs, scoring):
+    detector = VAEAnomalyDetector(**FAST, scoring=scoring).fit(blobs)
+    scores = detector.score_samples(blobs)
+    assert scores.shape == (len(blobs),)
+    assert np.all(np.isfinite(scores))
+    assert set(np.argsort(scores)[:5]) == {200, 201, 202, 203, 204}
+
+
+def test_decision_function_is_scores_minus_offset(blobs):
+    detector = VAEAnomalyDetector(**FAST).fit(blobs)
+    np.testing.assert_allclose(
+        detector.decision_function(blobs), detector.score_samples(blobs) - detector.offset_
+    )
+    predictions = detector.predict(blobs)
+    assert set(np.unique(predictions)) <= {-1, 1}
+    np.testing.assert_array_equal(predictions == -1, detector.decision_function(blobs) < 0)
+
+
+@pytest.mark.parametrize("contamination", [0.05, 0.2, 0.5])
+def test_contamination_sets_share_of_training_outliers(blobs, contamination):
+    detector = VAEAnomalyDetector(**FAST, contamination=contamination).fit(blobs)
+    share = np.mean(detector.predict(blobs) == -1)
+    assert abs(share - contamination) <= 1.0 / len(blobs) + 1e-12
+
+
+def test_auto_contamination_is_tukey_fence(blobs):
+    detector = VAEAnomalyDetector(**FAST).fit(blobs)
+    scores = detector.score_samples(blobs)
+    q1, q3 = np.percentile(scores, [25, 75])
+    assert detector.offset_ == pytest.approx(q1 - 1.5 * (q3 - q1))
+    flagged = np.flatnonzero(detector.predict(blobs) == -1)
+    assert {200, 201, 202, 203, 204} <= set(flagged)
+
+
+def test_fit_predict_matches_fit_then_predict(blobs):
+    a = VAEAnomalyDetector(**FAST).fit_predict(blobs)
+    b = VAEAnomalyDetector(**FAST).fit(blobs).predict(blobs)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("scoring", ["elbo", "iwae", "reconstruction"])
+def test_scores_are_deterministic_across_calls_and_fits(blobs, scoring):
+    first = VAEAnomalyDetector(**FAST, scoring=scoring).fit(blobs)
+    second = VAEAnomalyDetector(**FAST, scoring=scoring).fit(blobs)
+    np.testing.assert_array_equal(first.score_samples(blobs), first.score_samples(blobs))
+    np.testing.assert_array_equal(first.score_samples(blobs), second.score_samples(blobs))
+
+
+def test_different_seeds_give_different_models(blobs):
+    a = VAEAnomalyDetector(**{**FAST, "random_state": 0}).fit(blobs).score_samples(blobs)
+    b = VAEAnomalyDetector(**{**FAST, "random_state": 1}).fit(blobs).score_samples(blobs)
+    assert not np.array_equal(a, b)
+
+
+def test_iwae_bound_is_at_least_the_elbo_on_average(blobs):
+    elbo = VAEAnomalyDetector(**FAST).fit(blobs)
+    iwae = VAEAnomalyDetector(**FAST, scoring="iwae", n_importance_samples=64).fit(blobs)
+    # Same seed, same network: the K=64 bound is tighter than the plug-in ELBO.
+    assert np.mean(iwae.score_samples(blobs)) >= np.mean(elbo.score_samples(blobs)) - 0.05
+
+
+def test_score_is_mean_elbo_whatever_the_scoring(blobs):
+    detector = VAEAnomalyDetector(**FAST, scoring="reconstruction").fit(blobs)
+    elbo = VAEAnomalyDetector(**FAST).fit(blobs).score_samples(blobs)
+    assert detector.score(blobs) == pytest.approx(np.mean(elbo))
+
+
+def test_beats_random_on_real_data():
+    # The packaged demo is ADBench's thyroid data, so CI always has it.
+    X, y = load_demo(return_X_y=True)
+    detector = VAEAnomalyDetector(max_iter=30, random_state=0).fit(X)
+    auc = roc_auc_score(y, -detector.score_samples(X))
+    assert auc > 0.75, auc
+
+
+def test_bernoulli_likelihood_on_binary_data():
+    rng = np.random.RandomState(0)
+    X = (rng.uniform(size=(300, 6)) < 0.2).astype(float)
+    X[-3:] = 1.0  # all ones: rare under independent 0.2 coin flips
+    detector = VAEAnomalyDetector(**FAST, likelihood="bernoulli").fit(X)
+    scores = detector.score_samples(X)
+    assert np.all(scores <= 0)  # a Bernoulli log-likelihood bound is never positive
+    assert set(np.argsort(scores)[:3]) == {297, 298, 299}

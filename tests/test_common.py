@@ -1,0 +1,20 @@
+"""scikit-learn's own estimator checks over small configurations of every estimator."""
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skvae import VAEAnomalyDetector, VAETransformer
+
+SMALL = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=3, batch_size=64)
+
+ESTIMATORS = [
+    VAETransformer(**SMALL),
+    VAETransformer(**SMALL, decoder_variance="sample", early_stopping=False),
+    VAEAnomalyDetector(**SMALL),
+    VAEAnomalyDetector(**SMALL, scoring="iwae", n_importance_samples=4),
+    VAEAnomalyDetector(**SMALL, scoring="reconstruction", contamination=0.1),
+]
+
+
+@parametrize_with_checks(ESTIMATORS)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
