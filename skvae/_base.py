@@ -269,6 +269,7 @@ class _BaseVAE(BaseEstimator):
             tol=self.tol,
             beta=self.beta,
             kl_warmup=self.kl_warmup,
+            trim_fraction=self._trim_fraction(),
             verbose=bool(self.verbose),
         )
         history = train(module, optimizer, x_train, x_val, settings, generator, history)
@@ -291,6 +292,10 @@ class _BaseVAE(BaseEstimator):
                 stacklevel=3,
             )
         return X
+
+    def _trim_fraction(self):
+        """Share of each batch left out of the loss; the detector overrides it."""
+        return 0.0
 
     def _fit_scaling(self, X):
         if self.likelihood == "bernoulli":

@@ -37,6 +37,7 @@ class TrainingSettings:
     tol: float
     beta: float = 1.0
     kl_warmup: int = 0
+    trim_fraction: float = 0.0
     verbose: bool = False
 
 
@@ -63,13 +64,30 @@ def kl_weight(settings, epoch):
 
 
 @torch.inference_mode()
-def mean_elbo(module, x):
-    """Mean deterministic ELBO of the rows of ``x`` (the validation score)."""
+def mean_elbo(module, x, trim_fraction=0.0):
+    """Mean deterministic ELBO of the rows of ``x`` (the validation score),
+    leaving out the worst ``trim_fraction`` of rows as training does."""
     module.eval()
-    total = 0.0
-    for start in range(0, x.shape[0], EVAL_CHUNK_ROWS):
-        total += elbo(module, x[start : start + EVAL_CHUNK_ROWS]).double().sum().item()
-    return total / x.shape[0]
+    scores = torch.cat(
+        [
+            elbo(module, x[start : start + EVAL_CHUNK_ROWS])
+            for start in range(0, x.shape[0], EVAL_CHUNK_ROWS)
+        ]
+    )
+    return -_batch_loss(-scores.double(), trim_fraction).item()
+
+
+def _batch_loss(row_losses, trim_fraction):
+    """Mean loss of the batch, leaving out its worst ``trim_fraction`` rows.
+
+    Anomalies in the training data are the rows the model fits worst; not
+    letting them pull on the weights keeps them anomalous (a trimmed
+    likelihood estimator).
+    """
+    if trim_fraction <= 0 or row_losses.shape[0] < 2:
+        return row_losses.mean()
+    keep = max(1, int(math.ceil((1.0 - trim_fraction) * row_losses.shape[0])))
+    return torch.topk(row_losses, keep, largest=False, sorted=False).values.mean()
 
 
 def _run_epoch(module, optimizer, x_train, settings, beta, generator):
@@ -85,7 +103,7 @@ def _run_epoch(module, optimizer, x_train, settings, beta, generator):
             generator=generator,
             device="cpu",
         ).to(batch.device)
-        loss = -elbo(module, batch, noise, beta).mean()
+        loss = _batch_loss(-elbo(module, batch, noise, beta), settings.trim_fraction)
         if not torch.isfinite(loss):
             return math.nan
         optimizer.zero_grad(set_to_none=True)
@@ -161,7 +179,9 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
                 optimizer.state.clear()
                 _set_learning_rate(optimizer, history.learning_rate)
                 continue
-            validation_score = mean_elbo(module, x_val) if x_val is not None else None
+            validation_score = (
+                mean_elbo(module, x_val, settings.trim_fraction) if x_val is not None else None
+            )
             history.loss_curve.append(loss)
             if validation_score is not None:
                 history.validation_scores.append(validation_score)
