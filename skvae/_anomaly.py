@@ -5,12 +5,15 @@ from __future__ import annotations
 from numbers import Real
 
 import numpy as np
+import pandas as pd
 from sklearn.base import OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _likelihoods
 from ._base import SHARED_PARAMETERS_DOC, _BaseVAE, restore_state_on_failure
+from ._transformer import _posterior_mean
+from .conformal import conformal_pvalues
 
 # contamination="auto": Tukey's lower fence on the training scores.
 TUKEY_FENCE = 1.5
@@ -70,6 +73,13 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
     offset_ : float
         Threshold on ``score_samples``: ``decision_function`` is
         ``score_samples(X) - offset_``.
+    calibration_scores_ : ndarray of shape (n_calibration,)
+        Sorted ``score_samples`` of the early-stopping validation rows, which
+        the weights were never trained on; ``pvalues`` ranks new rows against
+        them. Without a validation set (``early_stopping=False``, or fewer
+        than 2 held-out rows) they are the scores of all training rows: rows
+        the model was fitted to look more normal than new ones, so the
+        p-values of new normal rows then come out too small (too many flags).
     module_ : VAEModule
         The fitted torch module (in eval mode).
     mean_ : ndarray of shape (n_features_in_,)
@@ -187,8 +197,10 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         -------
         self : VAEAnomalyDetector
         """
-        X = self._fit(X)
-        self.offset_ = self._offset(self._score_samples(X))
+        X, held_out = self._fit(X)
+        scores = self._score_samples(X)
+        self.offset_ = self._offset(scores)
+        self.calibration_scores_ = np.sort(scores if held_out is None else scores[held_out])
         return self
 
     def _trim_fraction(self):
@@ -224,6 +236,93 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         if self.scoring == "reconstruction":
             return -self._evaluate(X, _likelihoods.squared_reconstruction_error)
         return self._evaluate_bound(X, _likelihoods.iwae_bound)
+
+    def pvalues(self, X):
+        """Conformal p-value of each row: how many held-out training rows are
+        at least as anomalous.
+
+        ``(1 + #{calibration rows scoring <= the row}) / (1 + n_calibration)``,
+        over ``calibration_scores_``. A new row from the training
+        distribution gets a uniformly distributed p-value, so flagging
+        ``p <= a`` flags a share ``a`` of normal rows, whatever the model;
+        :func:`skvae.conformal.benjamini_hochberg` flags at a
+        false-discovery rate instead.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        pvalues : ndarray of shape (n_samples,)
+            In ``[1 / (1 + n_calibration), 1]``; small means anomalous.
+        """
+        return conformal_pvalues(self.calibration_scores_, self.score_samples(X))
+
+    def feature_contributions(self, X):
+        """How much each feature of each row adds to its anomaly score.
+
+        The negative log-likelihood of each feature under the decoder at the
+        row's posterior mean, in nats of the standardised feature (for
+        ``scoring="reconstruction"``: its squared standardised error). Higher
+        is more anomalous; a row's largest terms are the features the model
+        could not explain. They add up to the reconstruction part of the
+        score: for ``scoring="reconstruction"`` the row sums are
+        ``-score_samples(X)``; for ``scoring="elbo"`` ``-score_samples(X)``
+        is the row sum plus the row's KL term plus ``sum(log(scale_))``
+        (``"iwae"`` gets the same terms as ``"elbo"``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        contributions : ndarray or DataFrame of shape (n_samples, n_features)
+            A DataFrame with the feature names as columns (and X's index when
+            X is a DataFrame) when the detector was fitted on a DataFrame.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import VAEAnomalyDetector
+        >>> rng = np.random.RandomState(0)
+        >>> X = rng.normal(size=(300, 3))
+        >>> detector = VAEAnomalyDetector(max_iter=30, random_state=0).fit(X)
+        >>> contributions = detector.feature_contributions([[0.0, 9.0, 0.0]])
+        >>> int(np.argmax(contributions[0]))
+        1
+        """
+        check_is_fitted(self)
+        X_checked = self._validate_input(X, reset=False)
+        if self.scoring == "reconstruction":
+            contributions = self._evaluate(X_checked, _likelihoods.feature_squared_error)
+        else:
+            contributions = -self._evaluate(
+                X_checked, _likelihoods.reconstruction_feature_log_likelihood
+            )
+        if not hasattr(self, "feature_names_in_"):
+            return contributions
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(contributions, columns=self.feature_names_in_, index=index)
+
+    def embed(self, X):
+        """Posterior means of the rows of X: where they sit in the latent space.
+
+        What :meth:`VAETransformer.transform` returns; used to plot the latent
+        space coloured by score. (Not named ``transform``: scikit-learn would
+        then take the detector for a transformer.)
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components)
+        """
+        check_is_fitted(self)
+        return self._evaluate(self._validate_input(X, reset=False), _posterior_mean)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for outliers.

@@ -230,7 +230,12 @@ class _BaseVAE(BaseEstimator):
 
     # -------------------------------------------------------------------- fit
     def _fit(self, X):
-        """Validate, standardise, train; sets every fitted attribute."""
+        """Validate, standardise, train; sets every fitted attribute.
+
+        Returns the validated X and the indices of its held-out validation
+        rows (None without a validation set): rows the weights never trained
+        on, which the detector calibrates its p-values on.
+        """
         hidden = _check_hidden_layer_sizes(self.hidden_layer_sizes)
         device = _resolve_device(self.device)
         continuing = self.warm_start and hasattr(self, "module_")
@@ -258,7 +263,7 @@ class _BaseVAE(BaseEstimator):
             history = TrainingHistory()
 
         x_all = torch.from_numpy(self._standardise(X, mean, scale)).to(device)
-        x_train, x_val = self._split(x_all, generator)
+        x_train, x_val, held_out = self._split(x_all, generator)
         optimizer = torch.optim.Adam(
             module.parameters(), lr=self.learning_rate_init, weight_decay=self.alpha
         )
@@ -291,7 +296,7 @@ class _BaseVAE(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        return X
+        return X, held_out
 
     def _trim_fraction(self):
         """Share of each batch left out of the loss; the detector overrides it."""
@@ -307,13 +312,16 @@ class _BaseVAE(BaseEstimator):
         return ((X - mean) / scale).astype(np.float32)
 
     def _split(self, x_all, generator):
-        """Training and validation rows; no validation set when it would be tiny."""
+        """Training rows, validation rows and the validation rows' indices;
+        no validation set (None, None) when it would be tiny."""
         n = x_all.shape[0]
         n_val = int(math.floor(self.validation_fraction * n)) if self.early_stopping else 0
         if n_val < 2 or n - n_val < 2:
-            return x_all, None
-        order = torch.randperm(n, generator=generator).to(x_all.device)
-        return x_all[order[n_val:]], x_all[order[:n_val]]
+            return x_all, None, None
+        order = torch.randperm(n, generator=generator)
+        held_out = order[:n_val].numpy()
+        order = order.to(x_all.device)
+        return x_all[order[n_val:]], x_all[order[:n_val]], held_out
 
     # ------------------------------------------------------------- evaluation
     def _evaluate(self, X, function, chunk_rows=EVAL_CHUNK_ROWS):

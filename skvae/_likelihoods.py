@@ -92,7 +92,13 @@ def reconstruction_feature_log_likelihood(module, x):
     return feature_log_likelihood(x, location, out_log_var, module.likelihood)
 
 
+def feature_squared_error(module, x):
+    """Squared error between x and the decoder mean at the posterior mean,
+    per row and feature."""
+    mean, _ = module.encode(x)
+    return (x - module.decoder_mean(mean)) ** 2
+
+
 def squared_reconstruction_error(module, x):
     """Squared error between x and the decoder mean at the posterior mean, per row."""
-    mean, _ = module.encode(x)
-    return torch.sum((x - module.decoder_mean(mean)) ** 2, dim=-1)
+    return torch.sum(feature_squared_error(module, x), dim=-1)

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -121,3 +122,41 @@ def test_bernoulli_likelihood_on_binary_data():
     scores = detector.score_samples(X)
     assert np.all(scores <= 0)  # a Bernoulli log-likelihood bound is never positive
     assert set(np.argsort(scores)[:3]) == {297, 298, 299}
+
+
+def test_feature_contributions_point_at_the_shifted_feature(blobs):
+    detector = VAEAnomalyDetector(**FAST).fit(blobs[:200])
+    rows = np.zeros((4, 4))
+    rows[np.arange(4), np.arange(4)] = 8.0  # row i is off in feature i only
+    contributions = detector.feature_contributions(rows)
+    assert contributions.shape == (4, 4)
+    np.testing.assert_array_equal(np.argmax(contributions, axis=1), np.arange(4))
+
+
+def test_feature_contributions_add_up_to_the_score(blobs):
+    reconstruction = VAEAnomalyDetector(**FAST, scoring="reconstruction").fit(blobs)
+    np.testing.assert_allclose(
+        reconstruction.feature_contributions(blobs).sum(axis=1),
+        -reconstruction.score_samples(blobs),
+        rtol=1e-5,
+    )
+    elbo = VAEAnomalyDetector(**FAST).fit(blobs)
+    # -score = row sum + KL (>= 0) + sum(log(scale_)).
+    rest = -elbo.score_samples(blobs) - elbo.feature_contributions(blobs).sum(axis=1)
+    assert np.all(rest >= np.sum(np.log(elbo.scale_)) - 1e-4)
+
+
+def test_feature_contributions_keep_names_and_index():
+    rng = np.random.RandomState(0)
+    frame = pd.DataFrame(rng.normal(size=(100, 3)), columns=["x", "y", "z"], index=range(5, 105))
+    detector = VAEAnomalyDetector(**FAST).fit(frame)
+    contributions = detector.feature_contributions(frame)
+    assert list(contributions.columns) == ["x", "y", "z"]
+    pd.testing.assert_index_equal(contributions.index, frame.index)
+
+
+def test_embed_gives_latent_means(blobs):
+    detector = VAEAnomalyDetector(**FAST).fit(blobs)
+    Z = detector.embed(blobs)
+    assert Z.shape == (len(blobs), 2)
+    np.testing.assert_array_equal(Z, detector.embed(blobs))
