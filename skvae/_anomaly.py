@@ -10,7 +10,7 @@ from sklearn.base import OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _likelihoods
+from . import _likelihoods, _persistence
 from ._base import SHARED_PARAMETERS_DOC, _BaseVAE, restore_state_on_failure
 from ._transformer import _posterior_mean
 from .conformal import conformal_pvalues
@@ -202,6 +202,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         self.offset_ = self._offset(scores)
         self.calibration_scores_ = np.sort(scores if held_out is None else scores[held_out])
         return self
+
+    def _fitted_attributes(self):
+        return {**super()._fitted_attributes(), "offset_": _persistence.Float()}
 
     def _trim_fraction(self):
         if self.trim_fraction == "auto":

@@ -20,7 +20,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _likelihoods
+from . import _likelihoods, _persistence
 from ._network import ACTIVATIONS, VAEModule
 from ._preprocessing import fit_standardiser
 from ._training import EVAL_CHUNK_ROWS, TrainingHistory, TrainingSettings, train
@@ -395,6 +395,78 @@ class _BaseVAE(BaseEstimator):
         """
         check_is_fitted(self)
         return float(np.mean(self._elbo(self._validate_input(X, reset=False))))
+
+    # ------------------------------------------------------------ model files
+    def _fitted_attributes(self):
+        """Every fitted attribute and the codec a model file stores it with.
+
+        ``save`` and ``load`` work from this one table: an attribute that
+        ``fit`` sets must be listed here, or saved models lose it (a test
+        checks the two agree). ``device_`` is not stored: ``load`` chooses it.
+        """
+        p = _persistence
+        return {
+            "n_features_in_": p.Int(),
+            "feature_names_in_": p.Strings(optional=True),
+            "mean_": p.Array(),
+            "scale_": p.Array(),
+            "module_": p.Module(),
+            "_seed": p.Int(),
+            "_history": p.ToDict(TrainingHistory),
+            "loss_curve_": p.Floats(),
+            "validation_scores_": p.Floats(nullable=True),
+            "best_loss_": p.Float(),
+            "best_validation_score_": p.Float(nullable=True),
+            "n_iter_": p.Int(),
+        }
+
+    def _check_loaded_state(self):
+        """Raise ValueError when loaded attributes could not come from one fit."""
+        n = self.n_features_in_
+        config = self.module_.config()
+        expected = {
+            "n_features": n,
+            "n_components": self.n_components,
+            "hidden_layer_sizes": list(_check_hidden_layer_sizes(self.hidden_layer_sizes)),
+            "activation": self.activation,
+            "likelihood": self.likelihood,
+            "decoder_variance": self.decoder_variance,
+        }
+        if config != expected:
+            raise ValueError(f"the network {config} does not match the parameters {expected}")
+        if self.mean_.shape != (n,) or self.scale_.shape != (n,) or np.any(self.scale_ <= 0):
+            raise ValueError(f"mean_ and scale_ must hold {n} values, scale_ positive")
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None and names.shape != (n,):
+            raise ValueError(f"feature_names_in_ must hold {n} names")
+
+    def save(self, path):
+        """Write the fitted estimator to a model file that ``skvae.load`` reads.
+
+        The file (a zip of JSON and ``.npy`` arrays) holds no pickled
+        objects, so loading one cannot run code, unlike pickle and joblib
+        files, which must only be loaded from trusted sources.
+
+        Parameters
+        ----------
+        path : str, path-like or binary file object
+        """
+        check_is_fitted(self)
+        _persistence.save(self, path)
+
+    @classmethod
+    def load(cls, path, *, device="cpu"):
+        """Read an estimator of this class written by ``save``.
+
+        See :func:`skvae.load`, which this calls; raises ``ModelFileError``
+        also when the file holds another estimator class.
+        """
+        estimator = _persistence.load(path, device=device)
+        if not isinstance(estimator, cls):
+            raise _persistence.ModelFileError(
+                f"the file holds a {type(estimator).__name__}, not a {cls.__name__}"
+            )
+        return estimator
 
     # --------------------------------------------------------------- pickling
     def __getstate__(self):

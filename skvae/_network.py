@@ -58,6 +58,8 @@ class VAEModule(nn.Module):
         super().__init__()
         self.n_features = n_features
         self.n_components = n_components
+        self.hidden_layer_sizes = tuple(hidden_layer_sizes)
+        self.activation = activation
         self.likelihood = likelihood
         self.decoder_variance = decoder_variance
         hidden = list(hidden_layer_sizes)
@@ -76,6 +78,18 @@ class VAEModule(nn.Module):
         # Used by the Gaussian likelihood only; kept for every likelihood so
         # that state dicts have one shape.
         self.feature_log_var = nn.Parameter(torch.zeros(n_features))
+
+    def config(self) -> dict:
+        """The constructor arguments, JSON-able: ``VAEModule(**config)`` rebuilds
+        the architecture (model files store it next to the weights)."""
+        return {
+            "n_features": self.n_features,
+            "n_components": self.n_components,
+            "hidden_layer_sizes": list(self.hidden_layer_sizes),
+            "activation": self.activation,
+            "likelihood": self.likelihood,
+            "decoder_variance": self.decoder_variance,
+        }
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Initialise every weight from ``generator`` (never the global RNG)."""

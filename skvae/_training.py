@@ -7,7 +7,7 @@ import copy
 import math
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from tqdm.auto import tqdm
@@ -54,6 +54,17 @@ class TrainingHistory:
     learning_rate: float | None = None
     stopped_early: bool = False
     interrupted: bool = False
+
+    def to_dict(self) -> dict:
+        """JSON-able copy (model files store it so warm starts can go on)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: dict) -> TrainingHistory:
+        names = {f.name for f in fields(cls)}
+        if not isinstance(state, dict) or set(state) != names:
+            raise ValueError(f"expected a dict with the keys {sorted(names)}, got {state!r:.200}")
+        return cls(**state)
 
 
 def kl_weight(settings, epoch):
