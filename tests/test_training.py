@@ -24,7 +24,7 @@ def test_early_stopping_records_curves_and_restores_best(blobs):
     gen = torch.Generator().manual_seed(vae._seed)
     VAEModule(4, 2, (16,)).reset_parameters(gen)
     x = torch.from_numpy(((blobs - vae.mean_) / vae.scale_).astype(np.float32))
-    _, x_val = vae._split(x, gen)
+    _, x_val, _ = vae._split(x, gen)
     assert _training.mean_elbo(vae.module_, x_val) == pytest.approx(
         vae.best_validation_score_, rel=1e-5
     )
