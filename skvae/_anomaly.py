@@ -204,7 +204,11 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         return self
 
     def _fitted_attributes(self):
-        return {**super()._fitted_attributes(), "offset_": _persistence.Float()}
+        return {
+            **super()._fitted_attributes(),
+            "offset_": _persistence.Float(),
+            "calibration_scores_": _persistence.Array(),
+        }
 
     def _trim_fraction(self):
         if self.trim_fraction == "auto":

@@ -97,3 +97,14 @@ def test_pvalues_keep_rows_in_order_for_dataframes():
     detector = VAEAnomalyDetector(**FAST).fit(frame)
     p = detector.pvalues(frame)
     np.testing.assert_array_equal(p[::-1], detector.pvalues(frame.iloc[::-1]))
+
+
+def test_saved_model_keeps_its_pvalues(tmp_path):
+    import skvae
+
+    X = gaussian_rows(300, 8)
+    detector = VAEAnomalyDetector(**FAST).fit(X)
+    detector.save(tmp_path / "model.skvae")
+    restored = skvae.load(tmp_path / "model.skvae")
+    np.testing.assert_array_equal(restored.calibration_scores_, detector.calibration_scores_)
+    np.testing.assert_array_equal(restored.pvalues(X), detector.pvalues(X))
