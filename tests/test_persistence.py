@@ -74,6 +74,7 @@ def test_round_trip_scores_identically(fitted, kind, tmp_path):
     if kind == "detector":
         assert loaded.offset_ == estimator.offset_
         np.testing.assert_array_equal(loaded.predict(frame), estimator.predict(frame))
+        np.testing.assert_array_equal(loaded.pvalues(frame), estimator.pvalues(frame))
     else:
         np.testing.assert_array_equal(loaded.transform(frame), estimator.transform(frame))
         np.testing.assert_array_equal(loaded.sample(5, random_state=1), estimator.sample(5, 1))
