@@ -1,0 +1,280 @@
+"""Speed and memory: skvae against PyOD's VAE on the same data, network shape and epochs.
+
+Measures, in one run on ``--threads`` CPU threads (2 by default):
+
+* training throughput (rows x epochs per second) of skvae and PyOD's VAE with
+  the same hidden layers, latent size and number of epochs, at each library's
+  default batch size and at one shared batch size;
+* scoring throughput (rows per second) of the default detector on 50 features;
+* wall time of fitting the default detector on 50,000 rows;
+* peak memory above the input while scoring a 2,000,000 x 50 float32 array,
+  measured in a fresh subprocess.
+
+Writes ``results/speed.csv`` and the speed section of ``RESULTS.md``.
+
+    python benchmarks/speed.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from _harness import (
+    HERE,
+    machine_lines,
+    markdown_table,
+    pyod_available,
+    set_threads,
+    timed,
+    write_csv,
+    write_section,
+)
+
+from skvae import VAEAnomalyDetector
+
+MIB = 2**20
+# A large scoring batch for PyOD, to compare with its default of 32.
+EVAL_BATCH = 4096
+
+
+def synthetic(n_samples, n_features, seed=0):
+    """Rows near a 5-dimensional linear subspace, 1% of them scattered: float32."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n_samples, 5))
+    X = latent @ rng.normal(size=(5, n_features)) + 0.3 * rng.normal(size=(n_samples, n_features))
+    outliers = rng.random(n_samples) < 0.01
+    X[outliers] = rng.uniform(-6, 6, size=(outliers.sum(), n_features))
+    return X.astype(np.float32)
+
+
+def _quiet(function, *args):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return function(*args)
+
+
+def skvae_training(X, epochs, batch_size):
+    """Seconds of training alone: fit time minus the scoring pass fit ends with."""
+    detector = VAEAnomalyDetector(
+        max_iter=epochs,
+        early_stopping=False,
+        n_iter_no_change=epochs,
+        batch_size=batch_size,
+        random_state=0,
+    )
+    detector, fit_s = timed(_quiet, detector.fit, X)
+    assert detector.n_iter_ == epochs, detector.n_iter_
+    _, score_s = timed(detector.score_samples, X)
+    return fit_s - score_s
+
+
+def pyod_training(X, epochs, batch_size, hidden, latent):
+    """PyOD VAE with skvae's network shape; its fit also ends with a scoring pass."""
+    from pyod.models.vae import VAE
+
+    model = VAE(
+        epoch_num=epochs,
+        batch_size=batch_size,
+        encoder_neuron_list=list(hidden),
+        decoder_neuron_list=list(reversed(hidden)),
+        latent_dim=latent,
+        random_state=0,
+        verbose=0,
+    )
+    model, fit_s = timed(_quiet, model.fit, X)
+    _, score_s = timed(model.decision_function, X)
+    return fit_s - score_s, model
+
+
+def memory_child(model_path, n_rows, n_features, n_threads):
+    """Run in a fresh process: peak RSS above the input while scoring."""
+    import psutil
+
+    set_threads(n_threads)
+    with open(model_path, "rb") as handle:
+        detector = pickle.load(handle)
+    detector.score_samples(synthetic(1000, n_features, seed=2))  # load lazy torch kernels
+    X = synthetic(n_rows, n_features, seed=3)
+    before = psutil.Process().memory_info().rss
+    start = time.perf_counter()
+    scores = detector.score_samples(X)
+    seconds = time.perf_counter() - start
+    # ru_maxrss is the process's peak in KiB (Linux); the input is already counted in `before`.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(
+        json.dumps(
+            dict(
+                input_mib=X.nbytes / MIB,
+                peak_above_input_mib=(peak - before) / MIB,
+                seconds=seconds,
+                finite=bool(np.all(np.isfinite(scores))),
+            )
+        )
+    )
+
+
+def measure_memory(detector, n_rows, n_features, n_threads):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "detector.pkl"
+        with open(path, "wb") as handle:
+            pickle.dump(detector, handle)
+        output = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                str(path),
+                "--memory-rows",
+                str(n_rows),
+                "--features",
+                str(n_features),
+                "--threads",
+                str(n_threads),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--features", type=int, default=50)
+    parser.add_argument("--train-rows", type=int, default=20_000)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--fit-rows", type=int, default=50_000)
+    parser.add_argument("--score-rows", type=int, default=1_000_000)
+    parser.add_argument("--pyod-score-rows", type=int, default=200_000)
+    parser.add_argument("--memory-rows", type=int, default=2_000_000)
+    parser.add_argument("--output", type=Path, default=HERE)
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        return memory_child(args.memory_child, args.memory_rows, args.features, args.threads)
+    set_threads(args.threads)
+    d = args.features
+    rows = []
+
+    def record(measure, value, unit, note=""):
+        rows.append(dict(measure=measure, value=round(value, 3), unit=unit, note=note))
+        print(f"{measure}: {value:,.1f} {unit} {note}", flush=True)
+
+    # Fitting the defaults on 50,000 rows; the fitted model is reused for scoring.
+    X_fit = synthetic(args.fit_rows, d)
+    detector, fit_s = timed(_quiet, VAEAnomalyDetector(random_state=0).fit, X_fit)
+    record(
+        f"skvae default fit, {args.fit_rows:,} x {d}",
+        fit_s,
+        "s",
+        f"{detector.n_iter_} epochs (early stopping)",
+    )
+
+    X_score = synthetic(args.score_rows, d, seed=1)
+    detector.score_samples(X_score[:1000])
+    _, score_s = timed(detector.score_samples, X_score)
+    skvae_score_rate = args.score_rows / score_s
+    record(f"skvae default scoring, {args.score_rows:,} x {d}", skvae_score_rate, "rows/s")
+
+    hidden, latent = detector.hidden_layer_sizes, detector.n_components
+    X_train = synthetic(args.train_rows, d, seed=4)
+    work = args.train_rows * args.epochs
+    pyod = pyod_available()
+    shape = (
+        f"hidden {tuple(hidden)}, latent {latent}, {args.epochs} epochs, {args.train_rows:,} x {d}"
+    )
+    skvae_default_batch = VAEAnomalyDetector().batch_size
+    rates = {}
+    for batch in sorted({skvae_default_batch, 32}):
+        rates["skvae", batch] = work / skvae_training(X_train, args.epochs, batch)
+        record(f"skvae training, batch {batch}", rates["skvae", batch], "rows*epochs/s", shape)
+        if pyod:
+            seconds, model = pyod_training(X_train, args.epochs, batch, hidden, latent)
+            rates["pyod", batch] = work / seconds
+            record(
+                f"PyOD VAE training, batch {batch}", rates["pyod", batch], "rows*epochs/s", shape
+            )
+    if pyod:
+        for batch in sorted({skvae_default_batch, 32}):
+            record(
+                f"training speed-up, both at batch {batch}",
+                rates["skvae", batch] / rates["pyod", batch],
+                "x",
+            )
+        record(
+            f"training speed-up, each at its default batch (skvae {skvae_default_batch}, PyOD 32)",
+            rates["skvae", skvae_default_batch] / rates["pyod", 32],
+            "x",
+        )
+        X_pyod = X_score[: args.pyod_score_rows]
+        model.decision_function(X_pyod[:1000])
+        for batch in (32, EVAL_BATCH):
+            _, pyod_score_s = timed(model.decision_function, X_pyod, batch)
+            pyod_score_rate = len(X_pyod) / pyod_score_s
+            record(
+                f"PyOD VAE scoring, batch {batch}, {len(X_pyod):,} x {d}",
+                pyod_score_rate,
+                "rows/s",
+                "same network shape; 32 is PyOD's default",
+            )
+        record(
+            f"scoring speed-up over PyOD VAE at batch {EVAL_BATCH}",
+            skvae_score_rate / pyod_score_rate,
+            "x",
+        )
+
+    memory = measure_memory(detector, args.memory_rows, d, args.threads)
+    record(
+        f"peak memory above the input, scoring {args.memory_rows:,} x {d} float32",
+        memory["peak_above_input_mib"],
+        "MiB",
+        f"input {memory['input_mib']:.0f} MiB, fresh process, scores finite: {memory['finite']}",
+    )
+    record(
+        f"skvae default scoring in that process, {args.memory_rows:,} x {d}",
+        args.memory_rows / memory["seconds"],
+        "rows/s",
+    )
+
+    results_dir = args.output / "results"
+    write_csv(results_dir / "speed.csv", rows)
+    write_section("speed", report(rows, args, pyod, argv), results_dir, args.output / "RESULTS.md")
+    print(f"wrote {results_dir / 'speed.csv'} and {args.output / 'RESULTS.md'}")
+
+
+def report(rows, args, pyod, argv):
+    lines = ["## Speed and memory", ""]
+    lines += machine_lines(args.threads, __file__, argv)
+    lines += [
+        f"- Data: synthetic float32 rows with {args.features} features near a 5-dimensional "
+        "subspace, 1% scattered outliers.",
+        "- Training time is fit time minus the time of one scoring pass over the training rows "
+        "(both libraries score the training rows at the end of `fit`). skvae trains with "
+        "`early_stopping=False` so both run exactly the same number of epochs; PyOD's VAE keeps "
+        "its other defaults (dropout 0.2, weight decay 1e-5).",
+    ]
+    if not pyod:
+        lines.append(
+            "- PyOD is not installed, so there is no comparison: pip install '.[benchmark]'."
+        )
+    lines += [
+        "",
+        markdown_table(["measure", "value", "unit", "note"], [list(r.values()) for r in rows]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
