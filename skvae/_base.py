@@ -121,6 +121,33 @@ def restore_state_on_failure(method):
     return wrapper
 
 
+def _evaluate_chunks(module, X, mean, scale, function, chunk_rows, dtype):
+    """``function(module, (X - mean) / scale)`` in chunks of padded rows.
+
+    Standardises in float64 (as training does) before the cast to ``dtype``,
+    so neither means nor values beyond float32 range overflow on the way.
+    """
+    device = next(module.parameters()).device
+    chunk_rows = max(PAD_ROWS, chunk_rows - chunk_rows % PAD_ROWS)
+    n = X.shape[0]
+    buffer = np.zeros((min(chunk_rows, -(-n // PAD_ROWS) * PAD_ROWS), X.shape[1]), dtype)
+    out = None
+    module.eval()
+    with torch.inference_mode(), np.errstate(over="ignore"):
+        for start in range(0, n, chunk_rows):
+            rows = X[start : start + chunk_rows]
+            m = rows.shape[0]
+            padded = -(-m // PAD_ROWS) * PAD_ROWS
+            buffer[:m] = (rows - mean) / scale
+            buffer[m:padded] = 0.0
+            x = torch.from_numpy(buffer[:padded]).to(device)
+            result = function(module, x)[:m].double().cpu().numpy()
+            if out is None:
+                out = np.empty((n, *result.shape[1:]), dtype=np.float64)
+            out[start : start + m] = result
+    return out
+
+
 def _check_hidden_layer_sizes(sizes):
     sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
     if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
@@ -324,33 +351,39 @@ class _BaseVAE(BaseEstimator):
         return x_all[order[n_val:]], x_all[order[:n_val]], held_out
 
     # ------------------------------------------------------------- evaluation
-    def _evaluate(self, X, function, chunk_rows=EVAL_CHUNK_ROWS):
+    def _evaluate(self, X, function, chunk_rows=EVAL_CHUNK_ROWS, standardise=True):
         """Apply ``function(module, x_standardised)`` to ``X`` chunk by chunk.
 
         Memory stays bounded by the chunk whatever the size of ``X``; results
-        come back as a float64 array with one row per row of ``X``.
+        come back as a float64 array with one row per row of ``X``. Rows whose
+        result overflows float32 (values some 1e19 standard deviations from
+        the training data, such as 1e30 sentinels) are evaluated again in
+        float64; a row that overflows even there is a ValueError, never a
+        NaN or infinite result. ``standardise=False`` passes ``X`` as it is
+        (latent points).
+
+        Nothing is written to shared state, so threads may score at once.
         """
-        module = self.module_
-        device = next(module.parameters()).device
-        mean = torch.as_tensor(self.mean_, dtype=torch.float32, device=device)
-        scale = torch.as_tensor(self.scale_, dtype=torch.float32, device=device)
-        chunk_rows = max(PAD_ROWS, chunk_rows - chunk_rows % PAD_ROWS)
-        n = X.shape[0]
-        buffer = np.zeros((min(chunk_rows, -(-n // PAD_ROWS) * PAD_ROWS), X.shape[1]), np.float32)
-        out = None
-        module.eval()
-        with torch.inference_mode():
-            for start in range(0, n, chunk_rows):
-                rows = X[start : start + chunk_rows]
-                m = rows.shape[0]
-                padded = -(-m // PAD_ROWS) * PAD_ROWS
-                buffer[:m] = rows
-                buffer[m:padded] = 0.0
-                x = torch.from_numpy(buffer[:padded]).to(device)
-                result = function(module, (x - mean) / scale)[:m].double().cpu().numpy()
-                if out is None:
-                    out = np.empty((n, *result.shape[1:]), dtype=np.float64)
-                out[start : start + m] = result
+        mean, scale = (self.mean_, self.scale_) if standardise else (0.0, 1.0)
+        out = _evaluate_chunks(self.module_, X, mean, scale, function, chunk_rows, np.float32)
+        bad = ~np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
+        if bad.any():
+            # A float64 copy, local to this call: the fitted module is never changed.
+            module = copy.deepcopy(self.module_).double()
+            out[bad] = _evaluate_chunks(
+                module, X[bad], mean, scale, function, chunk_rows, np.float64
+            )
+            bad = ~np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            with np.errstate(all="ignore"):
+                reach = np.nanmax(np.abs((X[rows] - mean) / scale))
+            raise ValueError(
+                f"{rows.size} row(s) of X (row {rows[0]} first) are too far from the "
+                f"training data to evaluate: they reach {reach:.3g} in the model's "
+                "standardised units, beyond float64 range. Check X for sentinel "
+                "values or values in the wrong units."
+            )
         return out
 
     def _log_jacobian(self):

@@ -15,6 +15,10 @@ def _posterior_mean(module, x):
     return module.encode(x)[0]
 
 
+def _decoder_mean(module, z):
+    return module.decoder_mean(z)
+
+
 class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseVAE):
     """Variational autoencoder as a transformer: rows in, latent means out.
 
@@ -129,9 +133,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseVAE
                 f"X has {Z.shape[1]} columns, but inverse_transform expects "
                 f"n_components={self.n_components} latent columns."
             )
-        with torch.inference_mode():
-            z = torch.as_tensor(Z, dtype=torch.float32, device=self.device_)
-            means = self.module_.decoder_mean(z).double().cpu().numpy()
+        means = self._evaluate(Z, _decoder_mean, standardise=False)
         return means * self.scale_ + self.mean_
 
     def sample(self, n_samples=1, random_state=None):

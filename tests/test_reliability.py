@@ -1,0 +1,201 @@
+"""Extreme values, divergence, Ctrl-C, threads and determinism."""
+
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from skvae import TrainingDivergedError, VAEAnomalyDetector, VAETransformer, _training
+
+from .conftest import FAST
+
+
+@pytest.fixture(scope="module")
+def models():
+    X = np.random.RandomState(0).normal(size=(150, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {
+            "X": X,
+            "elbo": VAEAnomalyDetector(**FAST).fit(X),
+            "iwae": VAEAnomalyDetector(**FAST, scoring="iwae").fit(X),
+            "reconstruction": VAEAnomalyDetector(**FAST, scoring="reconstruction").fit(X),
+            "transformer": VAETransformer(**FAST).fit(X),
+        }
+
+
+# ------------------------------------------------------------ extreme values
+@pytest.mark.parametrize("scoring", ["elbo", "iwae", "reconstruction"])
+@pytest.mark.parametrize("magnitude", [1e20, 1e30, 1e39, 1e100])
+def test_far_rows_get_finite_scores_ordered_by_distance(models, scoring, magnitude):
+    """Beyond float32 range the rows are evaluated in float64: finite and lowest."""
+    detector, X = models[scoring], models["X"]
+    rows = np.vstack([X[:5], [[magnitude, 0, 0]], [[0, -magnitude, 0]], [[magnitude] * 3]])
+    scores = detector.score_samples(rows)
+    assert np.isfinite(scores).all()
+    assert scores[5:].max() < scores[:5].min()
+    assert scores[7] < min(scores[5], scores[6])  # farther in every column: lower
+    # The ordinary rows score exactly as they do alone (float32, unchanged).
+    np.testing.assert_array_equal(scores[:5], detector.score_samples(X[:5]))
+    assert np.isfinite(detector.decision_function(rows)).all()
+    assert (detector.predict(rows)[5:] == -1).all()
+    assert np.isfinite(detector.feature_contributions(rows)).all()
+    assert np.isfinite(detector.embed(rows)).all()
+    assert np.isfinite(detector.score(rows))
+
+
+def test_transformer_handles_far_rows_and_far_latent_points(models):
+    vae, X = models["transformer"], models["X"]
+    rows = np.vstack([X[:3], np.full((1, 3), 1e39)])
+    assert np.isfinite(vae.transform(rows)).all()
+    assert np.isfinite(vae.score_samples(rows)).all()
+    assert np.isfinite(vae.inverse_transform(np.full((2, 2), 1e39))).all()
+
+
+@pytest.mark.parametrize("method", ["score_samples", "predict", "score", "feature_contributions"])
+def test_rows_beyond_float64_range_are_a_clear_error(models, method):
+    detector, X = models["elbo"], models["X"]
+    rows = np.vstack([X[:3], [[1e300, 0.0, 0.0]]])
+    with pytest.raises(ValueError, match=r"1 row\(s\) of X \(row 3 first\) are too far"):
+        getattr(detector, method)(rows)
+
+
+@pytest.mark.parametrize("magnitude", [1e30, 1e300])
+@pytest.mark.parametrize("Estimator", [VAEAnomalyDetector, VAETransformer])
+def test_fit_on_huge_values_scores_finite(Estimator, magnitude):
+    X = np.random.RandomState(0).normal(size=(60, 3))
+    X[0] = magnitude
+    X[1, 1] = -magnitude
+    estimator = Estimator(**FAST).fit(X)
+    assert np.isfinite(estimator.score_samples(X)).all()
+    if Estimator is VAEAnomalyDetector:
+        assert np.isfinite(estimator.offset_)
+        assert (estimator.predict(X)[:2] == -1).all()
+
+
+# -------------------------------------------------------------- divergence
+@pytest.mark.parametrize("Estimator", [VAEAnomalyDetector, VAETransformer])
+@pytest.mark.parametrize("learning_rate", [1e2, 1e6, 1e12])
+def test_huge_learning_rates_recover_or_fail_clearly(Estimator, learning_rate):
+    """Never a model that scores NaN: recover (finite scores) or raise."""
+    X = np.random.RandomState(0).normal(size=(100, 3)) * 1e3
+    estimator = Estimator(**{**FAST, "max_iter": 10, "learning_rate_init": learning_rate})
+    try:
+        estimator.fit(X)
+    except TrainingDivergedError as error:
+        assert "learning_rate_init" in str(error)
+        assert not hasattr(estimator, "module_")
+        return
+    assert np.isfinite(estimator.score_samples(X)).all()
+    assert np.isfinite(estimator.loss_curve_).all()
+
+
+def test_divergence_retries_are_counted_and_lower_the_step(monkeypatch):
+    """MAX_DIVERGENCE_RETRIES recoveries, each dividing the step by DIVERGENCE_LR_FACTOR."""
+    X = np.random.RandomState(0).normal(size=(60, 3))
+    real_epoch = _training._run_epoch
+    calls = {"n": 0}
+
+    def nan_first_epochs(*args):
+        calls["n"] += 1
+        return float("nan") if calls["n"] <= _training.MAX_DIVERGENCE_RETRIES else real_epoch(*args)
+
+    monkeypatch.setattr(_training, "_run_epoch", nan_first_epochs)
+    vae = VAETransformer(**{**FAST, "max_iter": 3}).fit(X)
+    expected = 1e-3 / _training.DIVERGENCE_LR_FACTOR**_training.MAX_DIVERGENCE_RETRIES
+    assert vae._history.learning_rate == pytest.approx(expected)
+    assert vae.n_iter_ == 3 and np.isfinite(vae.score_samples(X)).all()
+    # One more failure is the error.
+    calls["n"] = -1
+    with pytest.raises(TrainingDivergedError):
+        VAETransformer(**{**FAST, "max_iter": 3}).fit(X)
+
+
+def test_non_finite_weights_would_be_an_error_not_nan_scores(models):
+    """The last line of defence: a model that evaluates to NaN raises."""
+    detector = models["elbo"]
+    broken = VAEAnomalyDetector(**FAST).fit(models["X"])
+    with torch.no_grad():
+        broken.module_.output_mean.bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match="too far from the training data"):
+        broken.score_samples(models["X"][:3])
+    assert np.isfinite(detector.score_samples(models["X"][:3])).all()
+
+
+# ------------------------------------------------------------- interruption
+@pytest.mark.parametrize("Estimator", [VAEAnomalyDetector, VAETransformer])
+def test_ctrl_c_in_the_middle_of_an_epoch_keeps_the_best_weights(Estimator, monkeypatch):
+    """KeyboardInterrupt raised inside a mini-batch step, in the 4th epoch."""
+    X = np.random.RandomState(0).normal(size=(200, 3))
+    real_step = torch.optim.Adam.step
+    steps = {"n": 0}
+    batches_per_epoch = -(-180 // FAST["batch_size"])  # 180 training rows
+
+    def step(self, *args, **kwargs):
+        steps["n"] += 1
+        if steps["n"] == 3 * batches_per_epoch + 2:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    with pytest.warns(RuntimeWarning, match="interrupted after 3 epochs"):
+        estimator = Estimator(**FAST).fit(X)
+    assert estimator.n_iter_ == 3 and len(estimator.loss_curve_) == 3
+    best = int(np.argmax(estimator.validation_scores_))
+    assert estimator.best_validation_score_ == estimator.validation_scores_[best]
+    assert estimator.module_.training is False
+    scores = estimator.score_samples(X)
+    assert np.isfinite(scores).all()
+    # The weights kept are the best epoch's, not the half-updated 4th epoch's:
+    # a fresh fit stopped after the same epochs gives the same model.
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    reference = Estimator(**{**FAST, "max_iter": best + 1}).fit(X)
+    np.testing.assert_array_equal(scores, reference.score_samples(X))
+
+
+# -------------------------------------------------------------- concurrency
+@pytest.mark.parametrize("kind", ["elbo", "iwae", "transformer"])
+def test_threads_score_like_sequential_calls(models, kind):
+    estimator = models[kind]
+    rng = np.random.RandomState(1)
+    batches = [rng.normal(size=(rng.randint(1, 300), 3)) for _ in range(16)]
+    batches[3] = np.vstack([batches[3], [[1e30, 0, 0]]])  # the float64 path too
+    methods = ["score_samples", "predict" if kind != "transformer" else "transform"]
+    expected = [[getattr(estimator, m)(b) for m in methods] for b in batches]
+    results = [None] * len(batches)
+    errors = []
+    barrier = threading.Barrier(8)
+
+    def work(i):
+        try:
+            if i < 8:
+                barrier.wait()
+            for _ in range(3):
+                results[i] = [getattr(estimator, m)(batches[i]) for m in methods]
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    for got, want in zip(results, expected, strict=True):
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+# -------------------------------------------------------------- determinism
+@pytest.mark.parametrize("Estimator", [VAEAnomalyDetector, VAETransformer])
+def test_same_random_state_gives_bit_identical_models_and_scores(Estimator, blobs):
+    first = Estimator(**FAST).fit(blobs)
+    second = Estimator(**FAST).fit(blobs)
+    assert np.array_equal(first.score_samples(blobs), second.score_samples(blobs))
+    assert first.loss_curve_ == second.loss_curve_
+    for (name, a), b in zip(
+        first.module_.state_dict().items(), second.module_.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
