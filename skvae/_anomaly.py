@@ -80,6 +80,8 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         than 2 held-out rows) they are the scores of all training rows: rows
         the model was fitted to look more normal than new ones, so the
         p-values of new normal rows then come out too small (too many flags).
+        After ``partial_fit`` they are the last batch's scores, rows it was
+        just trained on; :meth:`calibrate` resets them from held-out rows.
     module_ : VAEModule
         The fitted torch module (in eval mode).
     mean_ : ndarray of shape (n_features_in_,)
@@ -197,10 +199,51 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         -------
         self : VAEAnomalyDetector
         """
-        X, held_out = self._fit(X)
+        self._fit(X)
+        return self
+
+    def _fit(self, X, incremental=False):
+        X, held_out = super()._fit(X, incremental)
         scores = self._score_samples(X)
         self.offset_ = self._offset(scores)
         self.calibration_scores_ = np.sort(scores if held_out is None else scores[held_out])
+        return X, held_out
+
+    def calibrate(self, X):
+        """Set ``offset_`` and ``calibration_scores_`` from the rows of X.
+
+        After streaming training (``partial_fit``, ``dask_ml``'s
+        ``Incremental``) both come from the last batch only, rows the model
+        has just trained on. Rows it has not trained on, drawn from the
+        whole data (a held-out sample), give a threshold by the
+        ``contamination`` rule and conformal p-values that hold. The model
+        itself is not changed.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows representative of the training data, ideally not trained on.
+
+        Returns
+        -------
+        self : VAEAnomalyDetector
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import VAEAnomalyDetector
+        >>> rng = np.random.RandomState(0)
+        >>> detector = VAEAnomalyDetector(contamination=0.1, random_state=0)
+        >>> for _ in range(5):
+        ...     detector = detector.partial_fit(rng.normal(size=(200, 3)))
+        >>> held_out = rng.normal(size=(500, 3))
+        >>> float((detector.calibrate(held_out).predict(held_out) == -1).mean())
+        0.1
+        """
+        check_is_fitted(self)
+        scores = self.score_samples(X)
+        self.offset_ = self._offset(scores)
+        self.calibration_scores_ = np.sort(scores)
         return self
 
     def _fitted_attributes(self):

@@ -14,7 +14,7 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _likelihoods, _persistence
 from ._network import ACTIVATIONS, VAEModule
-from ._preprocessing import fit_standardiser
+from ._preprocessing import ColumnMoments, column_moments, merge_moments, standardiser_from_moments
 from ._training import EVAL_CHUNK_ROWS, TrainingHistory, TrainingSettings, train
 
 # Scoring pads every chunk to a multiple of this many rows: BLAS picks other
@@ -166,6 +166,50 @@ def _resolve_device(device):
     return device
 
 
+def _one_epoch(module, optimizer, x, settings, generator, history):
+    """One pass over ``x`` (a ``partial_fit`` call), recorded in ``history``.
+
+    The loop runs with a history of its own: restoring the "best" weights
+    of a single epoch would undo it whenever this batch's loss is worse than
+    an earlier batch's.
+    """
+    step = TrainingHistory(n_iter=history.n_iter, learning_rate=history.learning_rate)
+    step = train(module, optimizer, x, None, settings, generator, step)
+    history.loss_curve.extend(step.loss_curve)
+    history.best_loss = min(history.best_loss, step.best_loss)
+    history.n_iter = step.n_iter
+    history.learning_rate = step.learning_rate
+    history.interrupted = step.interrupted
+    return history
+
+
+# The Adam state kept between partial_fit calls is its moments only (step size
+# and weight decay come from the parameters and the history), held in numpy:
+# device-free for pickling and model files, and copied in and out so that a
+# failed call cannot modify it.
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def _adam_moments_to_numpy(state):
+    return {
+        index: {
+            "step": float(entry["step"]),
+            **{key: entry[key].detach().cpu().numpy().copy() for key in ADAM_MOMENTS},
+        }
+        for index, entry in state.items()
+    }
+
+
+def _adam_moments_to_torch(state, device):
+    return {
+        index: {
+            "step": torch.tensor(entry["step"], dtype=torch.float32),
+            **{key: torch.tensor(entry[key], device=device) for key in ADAM_MOMENTS},
+        }
+        for index, entry in state.items()
+    }
+
+
 class _BaseVAE(BaseEstimator):
     """Shared parameters and machinery of the skvae estimators."""
 
@@ -256,8 +300,67 @@ class _BaseVAE(BaseEstimator):
         return X
 
     # -------------------------------------------------------------------- fit
-    def _fit(self, X):
+    @_fit_context(prefer_skip_nested_validation=True)
+    @restore_state_on_failure
+    def partial_fit(self, X, y=None):
+        """One epoch over the batch X: streaming training for out-of-core data.
+
+        scikit-learn's incremental contract (as ``MLPRegressor``'s): the first
+        call initialises the model and fixes ``n_features_in_`` and the
+        feature names; each later call continues it, whatever ``warm_start``
+        says. A call runs one epoch of mini-batches over X with no validation
+        split (``max_iter``, ``early_stopping`` and
+        ``n_iter_no_change`` do not apply), so pass batches of the data in a
+        random order. The Adam state carries over between calls.
+
+        Standardisation: the column means and variances are updated with
+        every batch (Chan et al.'s merge of counts, means and sums of squared
+        deviations; constant columns get scale 1, as in ``fit``), so they
+        converge to those of all the rows seen, and calling ``partial_fit``
+        once on X standardises as ``fit(X)`` does. So that training already
+        done is not thrown off by the change of units, the network's input
+        and output layers are re-expressed in the new scaling: the model, as
+        a density over rows in the original units, is unchanged by the
+        update itself.
+
+        VAEAnomalyDetector sets ``offset_`` and ``calibration_scores_`` from
+        this batch's scores; its ``calibrate`` sets them from held-out rows
+        instead.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A batch of training rows; at least 1.
+        y : Ignored
+
+        Returns
+        -------
+        self : object
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skvae import VAETransformer
+        >>> X = np.random.RandomState(0).normal(size=(1000, 3))
+        >>> vae = VAETransformer(n_components=2, random_state=0)
+        >>> for batch in np.array_split(X, 10):
+        ...     vae = vae.partial_fit(batch)
+        >>> vae.n_iter_
+        10
+        >>> bool(np.allclose(vae.mean_, X.mean(axis=0)))
+        True
+        """
+        self._fit(X, incremental=True)
+        return self
+
+    def _fit(self, X, incremental=False):
         """Validate, standardise, train; sets every fitted attribute.
+
+        ``fit`` trains for up to ``max_iter`` epochs (continuing the previous
+        model with ``warm_start``). ``incremental=True`` is ``partial_fit``:
+        the first call initialises; every call merges X into the running
+        column statistics, re-expresses the network in the refined scaling
+        and runs one epoch over X, without a validation split.
 
         Returns the validated X and the indices of its held-out validation
         rows (None without a validation set): rows the weights never trained
@@ -265,18 +368,20 @@ class _BaseVAE(BaseEstimator):
         """
         hidden = _check_hidden_layer_sizes(self.hidden_layer_sizes)
         device = _resolve_device(self.device)
-        continuing = self.warm_start and hasattr(self, "module_")
-        X = self._validate_input(X, reset=not continuing, for_fit=True)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        generator = torch.Generator().manual_seed(seed)
-
-        if continuing:
-            mean, scale = self.mean_, self.scale_
-            module = copy.deepcopy(self.module_).to(device)
-            history = copy.deepcopy(self._history)
-            history.epochs_without_improvement = 0
+        first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
+        X = self._validate_input(X, reset=first_pass, for_fit=not incremental)
+        if first_pass or not incremental:
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            generator = torch.Generator().manual_seed(seed)
         else:
-            mean, scale = self._fit_scaling(X)
+            # One stream per call, reproducible from random_state.
+            seed = self._seed
+            stream = np.random.SeedSequence([seed, self.n_iter_]).generate_state(1)[0]
+            generator = torch.Generator().manual_seed(int(stream))
+
+        if first_pass:
+            moments = column_moments(X)
+            mean, scale = self._scaling(moments)
             module = VAEModule(
                 X.shape[1],
                 self.n_components,
@@ -288,15 +393,30 @@ class _BaseVAE(BaseEstimator):
             module.reset_parameters(generator)
             module.to(device)
             history = TrainingHistory()
+        else:
+            module = copy.deepcopy(self.module_).to(device)
+            history = copy.deepcopy(self._history)
+            history.epochs_without_improvement = 0
+            moments, mean, scale = self._moments, self.mean_, self.scale_
+            if incremental:
+                moments = merge_moments(moments, column_moments(X))
+                mean, scale = self._scaling(moments)
+                module.change_input_units(scale / self.scale_, (mean - self.mean_) / self.scale_)
 
         x_all = torch.from_numpy(self._standardise(X, mean, scale)).to(device)
-        x_train, x_val, held_out = self._split(x_all, generator)
+        if incremental:
+            x_train, x_val, held_out = x_all, None, None
+        else:
+            x_train, x_val, held_out = self._split(x_all, generator)
         optimizer = torch.optim.Adam(
             module.parameters(), lr=self.learning_rate_init, weight_decay=self.alpha
         )
+        if incremental and not first_pass:
+            state = _adam_moments_to_torch(self._optimizer_state, device)
+            optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
         settings = TrainingSettings(
             batch_size=self.batch_size,
-            max_iter=self.max_iter,
+            max_iter=1 if incremental else self.max_iter,
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
             beta=self.beta,
@@ -304,18 +424,27 @@ class _BaseVAE(BaseEstimator):
             trim_fraction=self._trim_fraction(),
             verbose=bool(self.verbose),
         )
-        history = train(module, optimizer, x_train, x_val, settings, generator, history)
+        if incremental:
+            history = _one_epoch(module, optimizer, x_train, settings, generator, history)
+        else:
+            history = train(module, optimizer, x_train, x_val, settings, generator, history)
 
+        self._moments = moments
         self.mean_, self.scale_ = mean, scale
         self.module_ = module
         self.device_ = device
+        self._optimizer_state = _adam_moments_to_numpy(optimizer.state_dict()["state"])
         self._seed = seed
         self._history = history
         self.loss_curve_ = list(history.loss_curve)
-        self.validation_scores_ = list(history.validation_scores) if x_val is not None else None
         self.best_loss_ = history.best_loss
-        self.best_validation_score_ = history.best_validation_score if x_val is not None else None
         self.n_iter_ = history.n_iter
+        if incremental:
+            if first_pass:
+                self.validation_scores_ = self.best_validation_score_ = None
+            return X, held_out
+        self.validation_scores_ = list(history.validation_scores) if x_val is not None else None
+        self.best_validation_score_ = history.best_validation_score if x_val is not None else None
         if not (history.stopped_early or history.interrupted):
             warnings.warn(
                 f"{type(self).__name__} reached max_iter={self.max_iter} epochs "
@@ -329,10 +458,11 @@ class _BaseVAE(BaseEstimator):
         """Share of each batch left out of the loss; the detector overrides it."""
         return 0.0
 
-    def _fit_scaling(self, X):
+    def _scaling(self, moments):
         if self.likelihood == "bernoulli":
-            return np.zeros(X.shape[1]), np.ones(X.shape[1])
-        return fit_standardiser(X)
+            n_features = moments.mean.shape[0]
+            return np.zeros(n_features), np.ones(n_features)
+        return standardiser_from_moments(moments)
 
     @staticmethod
     def _standardise(X, mean, scale):
@@ -451,6 +581,8 @@ class _BaseVAE(BaseEstimator):
             "best_loss_": p.Float(),
             "best_validation_score_": p.Float(nullable=True),
             "n_iter_": p.Int(),
+            "_moments": p.ToDict(ColumnMoments),
+            "_optimizer_state": p.AdamMoments(),
         }
 
     def _check_loaded_state(self):
@@ -472,6 +604,14 @@ class _BaseVAE(BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         if names is not None and names.shape != (n,):
             raise ValueError(f"feature_names_in_ must hold {n} names")
+        if self._moments.mean.shape != (n,):
+            raise ValueError(f"the column moments must hold {n} values")
+        parameters = list(self.module_.parameters())
+        for index, entry in self._optimizer_state.items():
+            if index >= len(parameters) or any(
+                entry[key].shape != tuple(parameters[index].shape) for key in ADAM_MOMENTS
+            ):
+                raise ValueError(f"the optimizer state of parameter {index} does not fit")
 
     def save(self, path):
         """Write the fitted estimator to a model file that ``skvae.load`` reads.

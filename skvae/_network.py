@@ -104,6 +104,31 @@ class VAEModule(nn.Module):
         # Standardised inputs have mean 0: start the reconstruction there.
         nn.init.zeros_(self.output_mean.bias)
 
+    @torch.no_grad()
+    def change_input_units(self, factor, shift):
+        """Re-express the weights for new input units, keeping the model.
+
+        The old inputs ``u`` and the new ones ``v`` are related feature-wise
+        by ``u = factor * v + shift``. Afterwards ``v`` gets the posterior
+        that ``u`` got, and the decoder's distribution over ``v`` is the old
+        one over ``u`` carried through the same map; so the density in any
+        units both are derived from is unchanged (exactly, unless a decoder
+        log-variance sits at its clamp). Used when streaming training
+        refines the standardisation.
+        """
+        ref = self.feature_log_var
+        factor = torch.as_tensor(factor, dtype=ref.dtype, device=ref.device)
+        shift = torch.as_tensor(shift, dtype=ref.dtype, device=ref.device)
+        first = [self.encoder[0]] if len(self.encoder) else [self.latent_mean, self.latent_log_var]
+        for layer in first:
+            layer.bias += layer.weight @ shift
+            layer.weight *= factor
+        self.output_mean.weight /= factor[:, None]
+        self.output_mean.bias.sub_(shift).div_(factor)
+        if self.likelihood == "gaussian":
+            log_var = self.output_log_var.bias if self.per_sample_variance else ref
+            log_var -= 2.0 * torch.log(factor)
+
     def encode(self, x):
         """Mean and log-variance of q(z|x), each of shape (n, n_components)."""
         h = self.encoder(x)

@@ -181,6 +181,37 @@ class Module(_Codec):
         return module.to(device).eval()
 
 
+class AdamMoments(_Codec):
+    """Adam's state per parameter index: a step count and two float32 moment
+    arrays (``partial_fit`` continues from it)."""
+
+    MOMENTS = ("exp_avg", "exp_avg_sq")
+
+    def _encode(self, name, value, arrays):
+        steps = {}
+        for index, entry in value.items():
+            for key in self.MOMENTS:
+                arrays[f"{name}.{index}.{key}"] = entry[key]
+            steps[str(index)] = entry["step"]
+        return steps
+
+    def _decode(self, name, stored, arrays, device):
+        if not isinstance(stored, dict):
+            raise TypeError("expected a mapping of parameter index to step")
+        state = {}
+        for index, step in stored.items():
+            if not index.isdigit() or not _is_number(step) or not 0 <= step < 2**53:
+                raise ValueError(f"has a bad entry {index!r:.20}: {step!r:.20}")
+            entry = {"step": float(step)}
+            for key in self.MOMENTS:
+                array = _stored_array(f"{name}.{index}.{key}", f"{name}.{index}.{key}", arrays)
+                if array.dtype != np.float32 or not np.isfinite(array).all():
+                    raise ValueError(f"{key} of parameter {index} is not finite float32")
+                entry[key] = array
+            state[int(index)] = entry
+        return state
+
+
 def _stored_array(stored, name, arrays):
     if stored != name or name not in arrays:
         raise ValueError(f"the array {name!r} is missing")

@@ -2,25 +2,93 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
-def fit_standardiser(X):
-    """Column means and scales of ``X``, computed in float64.
+@dataclass(frozen=True)
+class ColumnMoments:
+    """Per-column statistics that can be merged across batches.
+
+    ``m2`` is the sum of squared deviations from ``mean``; ``minimum`` and
+    ``maximum`` give the largest absolute deviation when ``m2`` overflows.
+    """
+
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+
+    def to_dict(self):
+        return {
+            "count": self.count,
+            **{name: getattr(self, name).tolist() for name in ("mean", "m2", "minimum", "maximum")},
+        }
+
+    @classmethod
+    def from_dict(cls, stored):
+        """Rebuild from ``to_dict``; ValueError for anything it would not write."""
+        names = ("mean", "m2", "minimum", "maximum")
+        if not isinstance(stored, dict) or set(stored) != {"count", *names}:
+            raise ValueError(f"expected the keys count, {', '.join(names)}")
+        count = stored["count"]
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"count must be a positive integer, got {count!r:.100}")
+        arrays = [np.asarray(stored[name], dtype=np.float64) for name in names]
+        mean, m2, minimum, maximum = arrays
+        if any(a.ndim != 1 or a.shape != mean.shape for a in arrays):
+            raise ValueError("the moments must be lists of one length")
+        if not (np.isfinite(mean).all() and np.isfinite(minimum).all()):
+            raise ValueError("the means and extremes must be finite")
+        if not (np.isfinite(maximum).all() and np.all(m2 >= 0) and np.all(minimum <= maximum)):
+            raise ValueError("the moments are inconsistent")
+        return cls(count, *arrays)
+
+
+def column_moments(X):
+    """The :class:`ColumnMoments` of ``X``, computed in float64."""
+    X64 = np.asarray(X, dtype=np.float64)
+    mean = X64.mean(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        # The same operations as X64.std, so one batch's scales are bit for
+        # bit those of np.std.
+        m2 = ((X64 - mean) ** 2).sum(axis=0)
+    return ColumnMoments(X64.shape[0], mean, m2, X64.min(axis=0), X64.max(axis=0))
+
+
+def merge_moments(a, b):
+    """Moments of the rows of two batches (Chan, Golub and LeVeque's update)."""
+    count = a.count + b.count
+    share_a, share_b = a.count / count, b.count / count
+    with np.errstate(over="ignore", invalid="ignore"):
+        # A convex combination cannot overflow where the means are finite.
+        mean = a.mean * share_a + b.mean * share_b
+        delta = b.mean - a.mean
+        m2 = a.m2 + b.m2 + delta**2 * (a.count * share_b)
+    return ColumnMoments(
+        count, mean, m2, np.minimum(a.minimum, b.minimum), np.maximum(a.maximum, b.maximum)
+    )
+
+
+def standardiser_from_moments(moments):
+    """Column means and scales from :class:`ColumnMoments`.
 
     A constant column gets scale 1, so standardising it gives zeros instead
     of NaN or inf; a non-finite scale (huge magnitudes) falls back to the
     column's largest absolute deviation.
     """
-    X64 = np.asarray(X, dtype=np.float64)
-    mean = X64.mean(axis=0)
+    mean = moments.mean.copy()
     with np.errstate(over="ignore", invalid="ignore"):
-        scale = X64.std(axis=0)
+        scale = np.sqrt(moments.m2 / moments.count)
     bad = ~np.isfinite(scale)
     if bad.any():
-        scale[bad] = np.max(np.abs(X64[:, bad] - mean[bad]), axis=0)
+        scale[bad] = np.maximum(moments.maximum[bad] - mean[bad], mean[bad] - moments.minimum[bad])
     # As sklearn's StandardScaler: a spread below float64 rounding noise of the
-    # mean is a constant column.
+    # mean is a constant column. Rounding in merged batch means can exceed
+    # that bound, so equal extremes count as constant too.
     constant = scale <= 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))
+    constant |= moments.minimum == moments.maximum
     scale[constant] = 1.0
     return mean, scale
