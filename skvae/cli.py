@@ -1,65 +1,419 @@
-"""Command line: fit the detector on a CSV (or the built-in demo) and list outliers."""
+"""Command line: ``skvae detect`` finds the outliers of a table, ``skvae score``
+scores new rows with a saved model.
+
+Built on the public API only. User mistakes (a missing or unreadable file, no
+numeric column, a file that is not a model) end with one line on stderr and
+exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ._anomaly import VAEAnomalyDetector
+from ._persistence import ModelFileError, load
+from ._training import TrainingDivergedError
+from .conformal import benjamini_hochberg
 from .datasets import load_demo
+
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+# How many features the outlier table names per row.
+TOP_FEATURES = 3
+# Exit status for user mistakes (argparse uses the same for bad options).
+USAGE_ERROR = 2
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line, no traceback."""
+
+
+# ---------------------------------------------------------------- arguments
+def _option_type(convert, accept, expected):
+    """An argparse ``type``: ``convert(text)`` when ``accept`` holds for it."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+_contamination = _option_type(
+    lambda text: text if text == "auto" else float(text),
+    lambda value: value == "auto" or 0.0 < value <= 0.5,
+    "'auto' or a number in (0, 0.5]",
+)
+_fdr = _option_type(float, lambda value: 0.0 < value < 1.0, "a number in (0, 1)")
+_positive_int = _option_type(int, lambda value: value >= 1, "a positive integer")
+
+
+def _add_output_options(parser, flagging):
+    """Options both commands take; ``--fdr`` goes into the ``flagging`` group."""
+    parser.add_argument(
+        "--id-column", metavar="COL", help="column copied to the output as the row id"
+    )
+    parser.add_argument(
+        "--output", metavar="PATH", help="write every row's score to this CSV (or .parquet)"
+    )
+    flagging.add_argument(
+        "--fdr",
+        type=_fdr,
+        metavar="LEVEL",
+        help="flag rows by Benjamini-Hochberg on the p-values at this false-discovery "
+        "rate, instead of the model's threshold",
+    )
+    parser.add_argument("--top", type=int, default=10, help="outliers listed (default 10)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _parser():
     parser = argparse.ArgumentParser(
-        prog="skvae", description="Score the rows of a table for outliers with a VAE."
+        prog="skvae", description="Find the strange rows of a table with a variational autoencoder."
     )
-    parser.add_argument("file", nargs="?", help="CSV file; the built-in demo when left out")
-    parser.add_argument("--contamination", default="auto")
-    parser.add_argument("--top", type=int, default=10, help="how many outliers to print")
-    parser.add_argument("--random-state", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{detect,score}")
+
+    detect = commands.add_parser(
+        "detect",
+        help="fit a detector on a table and flag its outliers",
+        description="Fit a VAE outlier detector on FILE and score every row of it.",
+    )
+    detect.add_argument(
+        "file", nargs="?", metavar="FILE", help="CSV or Parquet file; the built-in demo if omitted"
+    )
+    flagging = detect.add_mutually_exclusive_group()
+    flagging.add_argument(
+        "--contamination",
+        type=_contamination,
+        default=0.05,
+        help="share of rows to flag, or 'auto' for Tukey's fence on the scores (default 0.05)",
+    )
+    detect.add_argument("--scoring", choices=["elbo", "iwae", "reconstruction"], default="elbo")
+    detect.add_argument(
+        "--columns",
+        action="append",
+        metavar="A,B,...",
+        help="columns to use, comma-separated (repeatable); default: all but the id column",
+    )
+    detect.add_argument("--report", metavar="PATH", help="write an HTML report here")
+    detect.add_argument(
+        "--save-model", metavar="PATH", help="save the fitted model (for skvae score)"
+    )
+    detect.add_argument("--random-state", type=int, default=0)
+    detect.add_argument("--max-iter", type=_positive_int, default=200, help="epochs at most")
+    _add_output_options(detect, flagging)
+
+    score = commands.add_parser(
+        "score",
+        help="score a table with a model saved by skvae detect --save-model",
+        description="Score every row of FILE with the model in MODEL.",
+    )
+    score.add_argument("model", metavar="MODEL", help="model file written by --save-model")
+    score.add_argument("file", metavar="FILE", help="CSV or Parquet file")
+    _add_output_options(score, score)
     return parser
+
+
+# -------------------------------------------------------------------- input
+def read_table(path):
+    """A CSV or Parquet file as a DataFrame, or a UserError saying why not."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no such file: {path}")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a CSV or Parquet file")
+    parquet = path.suffix.lower() in PARQUET_SUFFIXES
+    try:
+        frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
+    except ImportError as error:
+        raise UserError(
+            f"reading Parquet needs pyarrow: pip install 'skvae[parquet]' ({error})"
+        ) from error
+    except (OSError, ValueError, pd.errors.EmptyDataError) as error:
+        kind = "Parquet" if parquet else "CSV"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise UserError(f"cannot read {path} as {kind}: {first_line}") from error
+    if len(frame) == 0:
+        raise UserError(f"{path} has no rows")
+    frame.columns = [str(column) for column in frame.columns]
+    return frame
+
+
+def _check_columns(frame, names, source):
+    missing = [name for name in names if name not in frame.columns]
+    if missing:
+        raise UserError(
+            f"{source} has no column {', '.join(map(repr, missing))}; "
+            f"its columns are {', '.join(frame.columns)}"
+        )
+
+
+def feature_columns(frame, columns, exclude, source):
+    """The numeric columns to model, and a warning naming those left out."""
+    if columns:
+        wanted = [name.strip() for group in columns for name in group.split(",") if name.strip()]
+        _check_columns(frame, wanted, source)
+    else:
+        wanted = [name for name in frame.columns if name not in exclude]
+    numeric = [name for name in wanted if pd.api.types.is_numeric_dtype(frame[name])]
+    text = [name for name in wanted if name not in numeric]
+    empty = [name for name in numeric if frame[name].isna().all()]
+    numeric = [name for name in numeric if name not in empty]
+    if text:
+        _warn(f"left out non-numeric column(s) {', '.join(text)}: skvae models numeric columns")
+    if empty:
+        _warn(f"left out column(s) {', '.join(empty)}: no values")
+    if not numeric:
+        raise UserError(f"{source} has no numeric column to score")
+    return numeric
+
+
+def numeric_matrix(frame, columns, fill):
+    """``frame[columns]`` as floats, missing (and infinite) values replaced by
+    ``fill``; and per row the comma-joined names of the filled columns."""
+    X = frame[columns].astype(np.float64).replace([np.inf, -np.inf], np.nan)
+    missing = X.isna()
+    names = np.array(columns, dtype=object)
+    imputed = [",".join(names[row]) for row in missing.to_numpy()]
+    return X.fillna(pd.Series(fill, index=columns)), imputed
+
+
+def _ids(frame, id_column, source):
+    if id_column is None:
+        return "row", pd.RangeIndex(len(frame))
+    _check_columns(frame, [id_column], source)
+    return id_column, frame[id_column].to_numpy()
+
+
+# ------------------------------------------------------------------ scoring
+def score_table(detector, X, ids, imputed, fdr=None):
+    """One output row per input row, in order: id, score, p-value, flag."""
+    id_name, id_values = ids
+    scores = detector.score_samples(X)
+    pvalues = detector.pvalues(X)
+    if fdr is None:
+        outlier = scores < detector.offset_
+    else:
+        _warn_if_fdr_cannot_flag(len(detector.calibration_scores_), len(scores), fdr)
+        outlier = benjamini_hochberg(pvalues, fdr)
+    return pd.DataFrame(
+        {
+            id_name: id_values,
+            "score": scores,
+            "p_value": pvalues,
+            "outlier": outlier,
+            "imputed": imputed,
+        }
+    )
+
+
+def _warn_if_fdr_cannot_flag(n_calibration, n_rows, fdr):
+    """Say so when the p-values are too coarse for Benjamini-Hochberg to flag one row.
+
+    No p-value is below 1 / (n_calibration + 1), and BH flags k of n rows only
+    when k of them are at most fdr * k / n: with few calibration rows and many
+    scored rows it cannot flag a lone outlier, however strange.
+    """
+    needed = math.ceil(n_rows / (fdr * (n_calibration + 1)) - 1e-9)
+    if needed > 1:
+        _warn(
+            f"p-values from {n_calibration} calibration rows are at least "
+            f"{1 / (n_calibration + 1):.3g}, so Benjamini-Hochberg at FDR {fdr:g} flags rows "
+            f"only if at least {needed} of these {n_rows} are that extreme; score new rows "
+            "in smaller batches with skvae score, or flag by --contamination"
+        )
+
+
+def top_outliers(detector, X, result, n):
+    """The ``n`` lowest-scoring rows with their largest feature contributions."""
+    top = result.nsmallest(n, "score")
+    contributions = np.asarray(detector.feature_contributions(X.iloc[top.index]))
+    names = list(X.columns)
+    described = []
+    for row, values in zip(top.index, contributions, strict=True):
+        largest = np.argsort(-values)[:TOP_FEATURES]
+        described.append(
+            ", ".join(f"{names[j]}={X.iat[row, j]:.4g} ({values[j]:+.1f})" for j in largest)
+        )
+    top = top.drop(columns=["imputed"]).assign(most_anomalous_features=described)
+    return top
+
+
+def _summary(result, flagging):
+    flagged = int(result["outlier"].sum())
+    return f"{flagged} of {len(result)} rows flagged as outliers ({flagging})"
+
+
+def _print_top(top):
+    if len(top):
+        print("Top outliers (feature=value (contribution in nats)):")
+        print(top.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+@contextlib.contextmanager
+def _writing(path):
+    """Turn a failure to write ``path`` into one line for the user."""
+    try:
+        yield Path(path)
+    except ImportError as error:
+        raise UserError(f"writing {path} needs pyarrow: pip install 'skvae[parquet]'") from error
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def write_output(result, path):
+    with _writing(path) as path:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            result.to_parquet(path, index=False)
+        else:
+            result.to_csv(path, index=False)
+
+
+def _flagging(args, detector):
+    if args.fdr is not None:
+        n = len(detector.calibration_scores_)
+        return f"Benjamini-Hochberg at FDR {args.fdr:g} on p-values from {n} calibration rows"
+    return f"threshold {detector.offset_:.4g} on the score"
+
+
+# ----------------------------------------------------------------- commands
+def detect(args):
+    if args.report is not None:
+        _require_matplotlib()
+    if args.file is None:
+        frame = load_demo()
+        labels = frame.pop("is_anomaly").to_numpy()
+        source = "the demo data"
+        id_column = args.id_column or "patient_id"
+    else:
+        frame = read_table(args.file)
+        labels = None
+        source = args.file
+        id_column = args.id_column
+    ids = _ids(frame, id_column, source)
+    columns = feature_columns(frame, args.columns, {id_column}, source)
+    # Missing values get the column mean, which is also the model's mean_
+    # (mean imputation keeps the mean), so skvae score fills them the same way.
+    X, imputed = numeric_matrix(frame, columns, frame[columns].mean())
+    detector = VAEAnomalyDetector(
+        contamination=args.contamination,
+        scoring=args.scoring,
+        max_iter=args.max_iter,
+        random_state=args.random_state,
+        verbose=not args.quiet,
+    )
+    try:
+        detector.fit(X)
+    except TrainingDivergedError as error:
+        raise UserError(str(error)) from error
+    result = score_table(detector, X, ids, imputed, args.fdr)
+    top = top_outliers(detector, X, result, args.top)
+    print(_summary(result, _flagging(args, detector)))
+    n_imputed = sum(bool(names) for names in imputed)
+    if n_imputed:
+        print(f"{n_imputed} row(s) had missing values, filled with the column mean")
+    _print_top(top)
+    if labels is not None:
+        _print_demo_check(labels, result, top)
+    if args.output is not None:
+        write_output(result, args.output)
+    if args.save_model is not None:
+        with _writing(args.save_model) as path:
+            detector.save(path)
+    if args.report is not None:
+        from ._report import write_report
+
+        with _writing(args.report) as path:
+            write_report(
+                path,
+                detector=detector,
+                X=X,
+                result=result,
+                top=top,
+                source=source,
+                left_out=[c for c in frame.columns if c not in columns and c != id_column],
+                flagging=_flagging(args, detector),
+                labels=labels,
+            )
+    return 0
+
+
+def score(args):
+    model = Path(args.model)
+    if not model.is_file():
+        raise UserError(f"no such model file: {model}")
+    try:
+        detector = load(model)
+    except ModelFileError as error:
+        raise UserError(f"{model} is not a model saved by skvae: {error}") from error
+    if not isinstance(detector, VAEAnomalyDetector):
+        raise UserError(
+            f"{model} holds a {type(detector).__name__}; skvae score needs a model "
+            "saved by skvae detect --save-model"
+        )
+    if not hasattr(detector, "feature_names_in_"):
+        raise UserError(f"{model} was fitted without column names; score it from Python")
+    frame = read_table(args.file)
+    columns = [str(name) for name in detector.feature_names_in_]
+    _check_columns(frame, columns, args.file)
+    text = [name for name in columns if not pd.api.types.is_numeric_dtype(frame[name])]
+    if text:
+        raise UserError(f"column(s) {', '.join(text)} of {args.file} are not numeric")
+    X, imputed = numeric_matrix(frame, columns, detector.mean_)
+    result = score_table(detector, X, _ids(frame, args.id_column, args.file), imputed, args.fdr)
+    print(_summary(result, _flagging(args, detector)))
+    _print_top(top_outliers(detector, X, result, args.top))
+    if args.output is not None:
+        write_output(result, args.output)
+    return 0
+
+
+def _print_demo_check(labels, result, top):
+    from sklearn.metrics import roc_auc_score
+
+    auc = roc_auc_score(labels, -result["score"])
+    hits = int(labels[top.index].sum())
+    print(
+        f"demo: ROC-AUC against the known anomalies {auc:.3f}; "
+        f"{hits} of the top {len(top)} are known anomalies"
+    )
+
+
+def _require_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise UserError("--report needs matplotlib: pip install 'skvae[plot]'") from error
+
+
+def _warn(message):
+    print(f"skvae: warning: {message}", file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    # Library warnings (a ConvergenceWarning, say) as one line, not file:line.
+    _warn(str(message))
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    if args.file is None:
-        frame = load_demo()
-        labels = frame.pop("is_anomaly")
-    else:
+    command = detect if args.command == "detect" else score
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
         try:
-            frame = pd.read_csv(args.file)
-        except (OSError, ValueError) as error:
-            print(f"skvae: cannot read {args.file}: {error}", file=sys.stderr)
-            return 2
-        labels = None
-    X = frame.select_dtypes("number")
-    if X.shape[1] == 0:
-        print("skvae: the table has no numeric column to score", file=sys.stderr)
-        return 2
-    contamination = args.contamination
-    if contamination != "auto":
-        contamination = float(contamination)
-    detector = VAEAnomalyDetector(
-        contamination=contamination, random_state=args.random_state, verbose=not args.quiet
-    )
-    detector.fit(X)
-    result = frame.copy()
-    result["score"] = detector.score_samples(X)
-    result["outlier"] = detector.predict(X) == -1
-    top = result.sort_values("score").head(args.top)
-    print(f"{int(result['outlier'].sum())} of {len(result)} rows flagged as outliers")
-    print(top.to_string())
-    if labels is not None:
-        from sklearn.metrics import roc_auc_score
-
-        auc = roc_auc_score(labels, -result["score"])
-        hits = int(np.sum(labels.to_numpy()[top.index]))
-        print(
-            f"demo: ROC-AUC against the known anomalies {auc:.3f}; "
-            f"{hits} of the top {len(top)} are known anomalies"
-        )
-    return 0
+            return command(args)
+        except UserError as error:
+            print(f"skvae: error: {error}", file=sys.stderr)
+            return USAGE_ERROR

@@ -62,6 +62,11 @@ class ScoreDistributionDisplay(_Display):
         The detector's ``offset_``: rows left of it are flagged.
     labels : ndarray of shape (n_samples,) or None
         Known labels (1 or True for anomalies); drawn as two histograms.
+    clip_percentile : float, default=1.0
+        Scores of outliers can lie thousands of nats below the rest, which
+        would squeeze the bulk into one bar: scores below this percentile
+        (and below the threshold) are drawn in the leftmost bar, and the
+        legend says how many. 0 draws the full range.
 
     Attributes
     ----------
@@ -81,13 +86,14 @@ class ScoreDistributionDisplay(_Display):
     True
     """
 
-    def __init__(self, *, scores, threshold=None, labels=None):
+    def __init__(self, *, scores, threshold=None, labels=None, clip_percentile=1.0):
         self.scores = np.asarray(scores, dtype=float)
         self.threshold = threshold
         self.labels = None if labels is None else np.asarray(labels)
+        self.clip_percentile = clip_percentile
 
     @classmethod
-    def from_estimator(cls, estimator, X, *, y=None, ax=None, bins=50):
+    def from_estimator(cls, estimator, X, *, y=None, ax=None, bins=50, clip_percentile=1.0):
         """Score ``X`` with a fitted estimator and plot the histogram.
 
         Parameters
@@ -98,6 +104,8 @@ class ScoreDistributionDisplay(_Display):
             Known labels, 1 for anomalies.
         ax : matplotlib Axes, default=None
         bins : int, default=50
+        clip_percentile : float, default=1.0
+            See the class parameters.
 
         Returns
         -------
@@ -107,6 +115,7 @@ class ScoreDistributionDisplay(_Display):
             scores=estimator.score_samples(X),
             threshold=getattr(estimator, "offset_", None),
             labels=y,
+            clip_percentile=clip_percentile,
         )
         return display.plot(ax=ax, bins=bins)
 
@@ -118,13 +127,18 @@ class ScoreDistributionDisplay(_Display):
         display : ScoreDistributionDisplay
         """
         ax = self._start(ax)
-        edges = np.histogram_bin_edges(self.scores, bins=bins)
+        lower = np.percentile(self.scores, self.clip_percentile)
+        if self.threshold is not None:
+            lower = min(lower, self.threshold)
+        scores = np.maximum(self.scores, lower)
+        n_clipped = int(np.sum(self.scores < lower))
+        edges = np.histogram_bin_edges(scores, bins=bins)
         if self.labels is None:
-            ax.hist(self.scores, bins=edges, color="tab:blue", alpha=0.8, label="rows")
+            ax.hist(scores, bins=edges, color="tab:blue", alpha=0.8, label="rows")
         else:
             anomalous = self.labels.astype(bool)
-            ax.hist(self.scores[~anomalous], bins=edges, alpha=0.7, label="normal (label)")
-            ax.hist(self.scores[anomalous], bins=edges, alpha=0.7, label="anomaly (label)")
+            ax.hist(scores[~anomalous], bins=edges, alpha=0.7, label="normal (label)")
+            ax.hist(scores[anomalous], bins=edges, alpha=0.7, label="anomaly (label)")
         self.threshold_line_ = None
         if self.threshold is not None:
             self.threshold_line_ = ax.axvline(
@@ -132,7 +146,10 @@ class ScoreDistributionDisplay(_Display):
             )
         ax.set_xlabel("score (higher is more normal)")
         ax.set_ylabel("rows")
-        ax.set_title("Score distribution")
+        title = "Score distribution"
+        if n_clipped:
+            title += f"\n({n_clipped} rows below {lower:.4g} drawn in the first bar)"
+        ax.set_title(title)
         ax.legend()
         return self
 
@@ -217,9 +234,17 @@ class LatentSpaceDisplay(_Display):
             ax.legend(title="label")
         else:
             # Low scores (outliers) drawn last, on top of the crowd.
-            order = np.argsort(-self.colour.astype(float))
+            colour = self.colour.astype(float)
+            order = np.argsort(-colour)
+            # Clip the colour scale so a few extreme scores do not wash out the rest.
             self.scatter_ = ax.scatter(
-                x[order], y[order], c=self.colour[order], cmap="viridis", s=8
+                x[order],
+                y[order],
+                c=colour[order],
+                cmap="viridis",
+                s=8,
+                vmin=np.percentile(colour, 2),
+                vmax=colour.max(),
             )
             self.figure_.colorbar(self.scatter_, ax=ax, label="score")
         ax.set_xlabel(self.axis_labels[0])
@@ -312,8 +337,10 @@ class FeatureContributionDisplay(_Display):
         self.row_name = row_name
 
     @classmethod
-    def from_estimator(cls, estimator, X, *, row=0, max_features=10, ax=None):
+    def from_estimator(cls, estimator, X, *, row=0, max_features=10, row_name=None, ax=None):
         """Explain row ``row`` (a position in X) of X with a fitted detector.
+
+        ``row_name`` titles the chart; by default X's index label (or ``row``).
 
         Returns
         -------
@@ -321,12 +348,13 @@ class FeatureContributionDisplay(_Display):
         """
         one_row = X.iloc[[row]] if isinstance(X, pd.DataFrame) else np.asarray(X)[[row]]
         contributions = np.asarray(estimator.feature_contributions(one_row))[0]
-        name = str(X.index[row]) if isinstance(X, pd.DataFrame) else str(row)
+        if row_name is None:
+            row_name = str(X.index[row]) if isinstance(X, pd.DataFrame) else str(row)
         display = cls(
             contributions=contributions,
             feature_names=_feature_names(estimator),
             max_features=max_features,
-            row_name=name,
+            row_name=row_name,
         )
         return display.plot(ax=ax)
 
@@ -344,5 +372,5 @@ class FeatureContributionDisplay(_Display):
         self.bars_ = ax.barh(self.shown_features_[::-1], self.contributions[order][::-1])
         ax.set_xlabel("contribution to the anomaly score (nats)")
         title = "Feature contributions"
-        ax.set_title(title if self.row_name is None else f"{title}, row {self.row_name}")
+        ax.set_title(title if self.row_name is None else f"{title}: {self.row_name}")
         return self
