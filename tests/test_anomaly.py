@@ -4,6 +4,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from skvae import VAEAnomalyDetector
+from skvae._training import EVAL_CHUNK_ROWS
 from skvae.datasets import load_demo
 
 from .conftest import FAST
@@ -160,3 +161,15 @@ def test_embed_gives_latent_means(blobs):
     Z = detector.embed(blobs)
     assert Z.shape == (len(blobs), 2)
     np.testing.assert_array_equal(Z, detector.embed(blobs))
+
+
+@pytest.mark.parametrize("scoring", ["elbo", "iwae"])
+def test_scores_do_not_depend_on_chunking(blobs, scoring):
+    # More rows than one scoring chunk: a row's score is the same whichever
+    # chunk (and position in it) it lands in.
+    detector = VAEAnomalyDetector(**FAST, scoring=scoring, n_importance_samples=4).fit(blobs)
+    rng = np.random.RandomState(1)
+    X = rng.normal(size=(EVAL_CHUNK_ROWS + 100, blobs.shape[1]))
+    whole = detector.score_samples(X)
+    np.testing.assert_allclose(whole[-150:], detector.score_samples(X[-150:]), rtol=1e-6)
+    np.testing.assert_allclose(whole[:7], detector.score_samples(X[:7]), rtol=1e-6)
