@@ -1,8 +1,12 @@
 import warnings
+from collections import Counter
 
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
+
+# (estimator.method, "result" or "error") -> calls made by tests/test_bad_input.py.
+BAD_INPUT_CASES = Counter()
 
 # Small, fast settings for tests on 2 cores.
 FAST = dict(n_components=2, hidden_layer_sizes=(16,), max_iter=20, batch_size=64, random_state=0)
@@ -22,3 +26,16 @@ def blobs():
     inliers = rng.normal(size=(200, 4))
     outliers = rng.normal(loc=7.0, size=(5, 4))
     return np.vstack([inliers, outliers])
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Report how many malformed-input cases the property tests tried."""
+    if not BAD_INPUT_CASES:
+        return
+    errors = sum(n for (_, kind), n in BAD_INPUT_CASES.items() if kind == "error")
+    results = sum(n for (_, kind), n in BAD_INPUT_CASES.items() if kind == "result")
+    methods = len({method for method, _ in BAD_INPUT_CASES})
+    terminalreporter.write_line(
+        f"bad-input cases tried: {errors + results} over {methods} estimator methods "
+        f"({errors} clear errors, {results} checked results)"
+    )
