@@ -136,7 +136,8 @@ def _data_summary(X, result, source, left_out):
         "(named in the output's imputed column)",
     ]
     items = "".join(f"<li>{html.escape(fact)}</li>" for fact in facts)
-    return f"<ul>{items}</ul>" + _table(X.describe().T)
+    summary = "<p>The modelled columns, after filling missing values:</p>"
+    return f"<ul>{items}</ul>{summary}" + _table(X.describe().T)
 
 
 def write_report(path, *, detector, X, result, top, source, left_out, flagging, labels=None):
@@ -154,7 +155,8 @@ def write_report(path, *, detector, X, result, top, source, left_out, flagging, 
 ({html.escape(flagging)}).</p>
 <h2>Top outliers</h2>
 <p class="muted">Lowest scores first; each row's largest per-feature contributions to its
-anomaly score, in nats (feature=value (contribution)).</p>
+anomaly score (feature=value (contribution)): nats of negative log-likelihood, or squared
+standardised errors with scoring="reconstruction".</p>
 {_table(top, index=False)}
 <h2>Plots</h2>
 {_plots(detector, X, result, top, labels)}

@@ -27,6 +27,7 @@ from .datasets import load_demo
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 # How many features the outlier table names per row.
 TOP_FEATURES = 3
+TOP_HEADER = "Top outliers, with each one's largest feature contributions (feature=value (+c)):"
 # Exit status for user mistakes (argparse uses the same for bad options).
 USAGE_ERROR = 2
 
@@ -58,6 +59,7 @@ _contamination = _option_type(
 )
 _fdr = _option_type(float, lambda value: 0.0 < value < 1.0, "a number in (0, 1)")
 _positive_int = _option_type(int, lambda value: value >= 1, "a positive integer")
+_count = _option_type(int, lambda value: value >= 0, "a whole number, 0 or more")
 
 
 def _add_output_options(parser, flagging):
@@ -75,7 +77,9 @@ def _add_output_options(parser, flagging):
         help="flag rows by Benjamini-Hochberg on the p-values at this false-discovery "
         "rate, instead of the model's threshold",
     )
-    parser.add_argument("--top", type=int, default=10, help="outliers listed (default 10)")
+    parser.add_argument(
+        "--top", type=_count, default=10, help="how many outliers to list (default 10)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -258,7 +262,7 @@ def _summary(result, flagging):
 
 def _print_top(top):
     if len(top):
-        print("Top outliers (feature=value (contribution in nats)):")
+        print(TOP_HEADER)
         print(top.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 

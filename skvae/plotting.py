@@ -370,7 +370,7 @@ class FeatureContributionDisplay(_Display):
         self.shown_features_ = [self.feature_names[i] for i in order]
         # Largest on top: barh draws the first bar at the bottom.
         self.bars_ = ax.barh(self.shown_features_[::-1], self.contributions[order][::-1])
-        ax.set_xlabel("contribution to the anomaly score (nats)")
+        ax.set_xlabel("contribution to the anomaly score")
         title = "Feature contributions"
         ax.set_title(title if self.row_name is None else f"{title}: {self.row_name}")
         return self

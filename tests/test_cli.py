@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from skvae import VAETransformer
-from skvae.cli import main
+from skvae.cli import TOP_HEADER, main
 from skvae.datasets import load_demo
 
 from .conftest import FAST
@@ -97,7 +97,7 @@ def test_detect_on_a_csv_keeps_every_row_and_names_what_it_left_out(detect_run):
     assert "100 of 2000 rows flagged as outliers" in result.stdout
     assert "1 row(s) had missing values" in result.stdout
     lines = result.stdout.splitlines()
-    first_outlier = lines[lines.index("Top outliers (feature=value (contribution in nats)):") + 2]
+    first_outlier = lines[lines.index(TOP_HEADER) + 2]
     assert first_outlier.split()[0] == "item-1999"  # the planted outlier leads the table
     scores = pd.read_csv(folder / "scores.csv", keep_default_na=False)
     assert scores["name"].tolist() == frame["name"].tolist()
