@@ -421,3 +421,8 @@ def main(argv=None):
         except UserError as error:
             print(f"skvae: error: {error}", file=sys.stderr)
             return USAGE_ERROR
+        except KeyboardInterrupt:
+            # Ctrl-C while training already stops fit with the best weights;
+            # anywhere else it ends the command quietly, as shells expect.
+            print("skvae: interrupted", file=sys.stderr)
+            return 130

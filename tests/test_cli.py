@@ -282,3 +282,12 @@ def test_fdr_warns_when_the_p_values_are_too_coarse_to_flag(tmp_path, capsys):
     assert main(args) == 0
     # 30 calibration rows: p >= 1/31, and BH needs p <= 0.1 k / 300.
     assert "flags rows only if at least 97 of these 300 are that extreme" in capsys.readouterr().err
+
+
+def test_ctrl_c_outside_training_ends_quietly(monkeypatch, capsys):
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("skvae.cli.read_table", interrupted)
+    assert main(["detect", "data.csv"]) == 130
+    assert capsys.readouterr().err == "skvae: interrupted\n"
