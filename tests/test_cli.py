@@ -23,11 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 FAST_ARGS = ["--max-iter", "5", "--random-state", "0"]
 
 
-def run_skvae(*args, cwd=REPO):
+def run_skvae(*args):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "skvae", *map(str, args)],
-        cwd=cwd,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
@@ -73,18 +73,17 @@ def detect_run(tmp_path_factory):
     frame.to_csv(folder / "data.csv", index=False)
     result = run_skvae(
         "detect",
-        "data.csv",
+        folder / "data.csv",
         *FAST_ARGS,
         "--id-column",
         "name",
         "--quiet",
         "--output",
-        "scores.csv",
+        folder / "scores.csv",
         "--report",
-        "report.html",
+        folder / "report.html",
         "--save-model",
-        "model.skvae",
-        cwd=folder,
+        folder / "model.skvae",
     )
     return folder, frame, result
 
@@ -114,15 +113,14 @@ def test_score_with_the_saved_model_matches_detect(detect_run):
     batch.to_parquet(folder / "new.parquet")
     result = run_skvae(
         "score",
-        "model.skvae",
-        "new.parquet",
+        folder / "model.skvae",
+        folder / "new.parquet",
         "--id-column",
         "name",
         "--fdr",
         "0.1",
         "--output",
-        "again.csv",
-        cwd=folder,
+        folder / "again.csv",
     )
     assert result.returncode == 0, result.stderr
     assert "Benjamini-Hochberg at FDR 0.1 on p-values from 200 calibration rows" in result.stdout
