@@ -85,9 +85,15 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
     module_ : VAEModule
         The fitted torch module (in eval mode).
     mean_ : ndarray of shape (n_features_in_,)
-        Column means used to standardise the input.
+        Means used to standardise the Gaussian columns (0 for the others).
     scale_ : ndarray of shape (n_features_in_,)
-        Column scales used to standardise the input (1 for constant columns).
+        Scales used to standardise the Gaussian columns (1 for constant
+        columns and for the others).
+    column_schema_ : ColumnSchema
+        Per column: its observation model (``kinds``), categories,
+        whether the encoder gets a missing-value indicator (``masked``) and,
+        when fitted on a DataFrame, its name and dtype. Fixed by the first
+        fit: a warm-started fit keeps it.
     device_ : str
         Device the module lives on.
     loss_curve_ : list of float
@@ -141,6 +147,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         hidden_layer_sizes=(64, 32),
         activation="relu",
         likelihood="gaussian",
+        column_types=None,
         decoder_variance="feature",
         n_importance_samples=16,
         beta=1.0,
@@ -163,6 +170,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
             likelihood=likelihood,
+            column_types=column_types,
             decoder_variance=decoder_variance,
             n_importance_samples=n_importance_samples,
             beta=beta,
@@ -282,7 +290,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
     def _score_samples(self, X):
         """``score_samples`` of validated X, without checks (used by fit)."""
         if self.scoring == "elbo":
-            return self._evaluate(X, _likelihoods.elbo) + self._log_jacobian()
+            return self._evaluate(X, _likelihoods.elbo) + self._log_jacobian(X)
         if self.scoring == "reconstruction":
             return -self._evaluate(X, _likelihoods.squared_reconstruction_error)
         return self._evaluate_bound(X, _likelihoods.iwae_bound)
@@ -314,12 +322,15 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
 
         The negative log-likelihood of each feature under the decoder at the
         row's posterior mean, in nats of the standardised feature (for
-        ``scoring="reconstruction"``: its squared standardised error). Higher
-        is more anomalous; a row's largest terms are the features the model
-        could not explain. They add up to the reconstruction part of the
-        score: for ``scoring="reconstruction"`` the row sums are
-        ``-score_samples(X)``; for ``scoring="elbo"`` ``-score_samples(X)``
-        is the row sum plus the row's KL term plus ``sum(log(scale_))``
+        ``scoring="reconstruction"``: its squared standardised error; for a
+        categorical column, the squared error of its one-hot code, the Brier
+        score). One value per original column, categorical ones included;
+        0 where the value is missing. Higher is more anomalous; a row's
+        largest terms are the features the model could not explain. They
+        add up to the reconstruction part of the score: for
+        ``scoring="reconstruction"`` the row sums are ``-score_samples(X)``;
+        for ``scoring="elbo"`` ``-score_samples(X)`` is the row sum plus the
+        row's KL term plus ``sum(log(scale_))`` over its observed entries
         (``"iwae"`` gets the same terms as ``"elbo"``).
 
         Parameters

@@ -21,7 +21,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _likelihoods, _persistence
-from ._network import ACTIVATIONS, VAEModule
+from ._columns import ColumnSchema, infer_schema, is_frame
+from ._network import ACTIVATIONS, ColumnLayout, VAEModule
 from ._preprocessing import ColumnMoments, column_moments, merge_moments, standardiser_from_moments
 from ._training import EVAL_CHUNK_ROWS, TrainingHistory, TrainingSettings, train
 
@@ -40,10 +41,28 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
         Activation of the hidden layers.
 
     likelihood : {"gaussian", "bernoulli"}, default="gaussian"
-        Observation model p(x|z). ``"gaussian"`` models standardised numeric
-        columns with a learned variance, so the ELBO is a real
-        log-likelihood bound. ``"bernoulli"`` is for data in [0, 1] and is
-        fitted without standardisation.
+        Observation model p(x|z) of the numeric columns. ``"gaussian"``
+        models standardised numeric columns with a learned variance, so the
+        ELBO is a real log-likelihood bound. ``"bernoulli"`` is for data in
+        [0, 1] and is fitted without standardisation.
+
+    column_types : dict or None, default=None
+        Observation model of chosen columns, keyed by column name (or
+        position), each ``"gaussian"``, ``"bernoulli"`` or ``"categorical"``;
+        it overrides the model inferred for them. Inferred, for a DataFrame:
+        ``category``, ``object`` and string columns are categorical (softmax
+        over the categories seen in ``fit``), ``bool`` columns and integer
+        columns holding only 0 and 1 are Bernoulli, other numeric columns
+        follow ``likelihood``. Every column of an array follows
+        ``likelihood``; an array of strings is an error unless its columns
+        are declared categorical here. The ELBO sums the per-column
+        log-likelihoods, in nats per row. Missing values (NaN, None,
+        ``pd.NA``) are allowed in every column: the encoder sees 0 for them
+        plus, for numeric columns that had missing values in ``fit``, a
+        missing-value indicator, and the likelihood sums over the observed
+        entries only (a row with no observed value scores minus its KL
+        term). A category not seen in ``fit`` is scored as the least likely
+        category of its column.
 
     n_importance_samples : int, default=16
         Number K of latent samples used to estimate each row's ELBO (and,
@@ -233,6 +252,7 @@ class _BaseVAE(BaseEstimator):
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "likelihood": [StrOptions({"gaussian", "bernoulli"})],
+        "column_types": [dict, None],
         "decoder_variance": [StrOptions({"feature", "sample"})],
         "n_importance_samples": [Interval(Integral, 1, None, closed="left")],
         "beta": [Interval(Real, 0, None, closed="left")],
@@ -258,6 +278,7 @@ class _BaseVAE(BaseEstimator):
         hidden_layer_sizes=(64, 32),
         activation="relu",
         likelihood="gaussian",
+        column_types=None,
         decoder_variance="feature",
         n_importance_samples=16,
         beta=1.0,
@@ -279,6 +300,7 @@ class _BaseVAE(BaseEstimator):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.likelihood = likelihood
+        self.column_types = column_types
         self.decoder_variance = decoder_variance
         self.n_importance_samples = n_importance_samples
         self.beta = beta
@@ -297,22 +319,69 @@ class _BaseVAE(BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ input
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
     def _validate_input(self, X, *, reset, for_fit=False):
+        """``X`` as a float matrix with one column per input column: numeric
+        values, category codes, NaN where missing. ``reset`` fits the column
+        schema (``column_schema_``) as ``validate_data`` fits
+        ``n_features_in_``."""
         # Fitting needs two rows: one row has no spread to standardise by.
-        X = validate_data(
-            self,
-            X,
-            reset=reset,
-            dtype=[np.float64, np.float32],
-            ensure_min_samples=2 if for_fit else 1,
-        )
-        if self.likelihood == "bernoulli" and (X.min() < 0 or X.max() > 1):
+        min_rows = 2 if for_fit else 1
+        declared = (self.column_types or {}).values()
+        if is_frame(X):
+            validate_data(self, X, reset=reset, skip_check_array=True)
+            _check_frame_shape(X, min_rows)
+            schema = self._schema(X, reset)
+            encoded = schema.encode(X)
+        elif "categorical" in declared if reset else self.column_schema_.has_categorical:
+            X = validate_data(
+                self,
+                X,
+                reset=reset,
+                dtype=None,
+                ensure_all_finite=False,
+                ensure_min_samples=min_rows,
+            )
+            schema = self._schema(X, reset)
+            encoded = schema.encode(X)
+        else:
+            # Plain numeric arrays: no per-column work, so scoring stays fast.
+            encoded = validate_data(
+                self,
+                X,
+                reset=reset,
+                dtype=[np.float64, np.float32],
+                ensure_all_finite="allow-nan",
+                ensure_min_samples=min_rows,
+            )
+            schema = self._schema(encoded, reset)
+            self._check_bernoulli_range(encoded, schema)
+        if reset:
+            _check_every_column_observed(encoded, schema)
+            self.column_schema_ = schema.with_masks(encoded)
+        return encoded
+
+    def _schema(self, X, reset):
+        if reset:
+            return infer_schema(X, self.column_types, self.likelihood)
+        return self.column_schema_
+
+    def _check_bernoulli_range(self, X, schema):
+        columns = [j for j, kind in enumerate(schema.kinds) if kind == "bernoulli"]
+        if not columns or X.shape[0] == 0:
+            return
+        values = X[:, columns]
+        observed = values[~np.isnan(values)]
+        if observed.size and (observed.min() < 0 or observed.max() > 1):
             raise ValueError(
                 "likelihood='bernoulli' needs every value of X in [0, 1]; got "
-                f"values in [{X.min():.3g}, {X.max():.3g}]. Use "
+                f"values in [{observed.min():.3g}, {observed.max():.3g}]. Use "
                 "likelihood='gaussian' for other numeric data."
             )
-        return X
 
     # -------------------------------------------------------------------- fit
     @_fit_context(prefer_skip_nested_validation=True)
@@ -337,6 +406,14 @@ class _BaseVAE(BaseEstimator):
         and output layers are re-expressed in the new scaling: the model, as
         a density over rows in the original units, is unchanged by the
         update itself.
+
+        Column typing: the first call fixes ``column_schema_`` (the
+        observation model and categories of each column, and which columns
+        get a missing-value indicator), so it must see every column observed
+        at least once. Later batches are encoded with it: a category they
+        bring is scored as at ``score_samples`` time (the least likely
+        category), and missing values in columns without an indicator are
+        left out of the likelihood.
 
         VAEAnomalyDetector sets ``offset_`` and ``calibration_scores_`` from
         this batch's scores; its ``calibrate`` sets them from held-out rows
@@ -404,6 +481,7 @@ class _BaseVAE(BaseEstimator):
                 self.activation,
                 self.likelihood,
                 self.decoder_variance,
+                layout=self.column_schema_.layout,
             )
             module.reset_parameters(generator)
             module.to(device)
@@ -472,10 +550,12 @@ class _BaseVAE(BaseEstimator):
         return 0.0
 
     def _scaling(self, moments):
-        if self.likelihood == "bernoulli":
-            n_features = moments.mean.shape[0]
-            return np.zeros(n_features), np.ones(n_features)
-        return standardiser_from_moments(moments)
+        """Means and scales of the Gaussian columns; 0 and 1 for the others
+        (probabilities and category codes are used as they are)."""
+        gaussian = np.array([kind == "gaussian" for kind in self.column_schema_.kinds])
+        mean, scale = standardiser_from_moments(moments)
+        mean[~gaussian], scale[~gaussian] = 0.0, 1.0
+        return mean, scale
 
     @staticmethod
     def _standardise(X, mean, scale):
@@ -529,9 +609,15 @@ class _BaseVAE(BaseEstimator):
             )
         return out
 
-    def _log_jacobian(self):
-        """log|d standardised / d original| summed over features (nats)."""
-        return -float(np.sum(np.log(self.scale_)))
+    def _log_jacobian(self, X):
+        """log|d standardised / d original| of each row of validated ``X``,
+        summed over its observed entries (nats): a scalar when none is
+        missing."""
+        log_scale = np.log(self.scale_)
+        # A sum is NaN when any entry is: one pass, no mask allocated.
+        if not np.isnan(np.sum(X)):
+            return -float(np.sum(log_scale))
+        return -((~np.isnan(X)) @ log_scale)
 
     def _importance_noise(self):
         """The fixed, seeded standard normal draws shared by every row."""
@@ -548,7 +634,7 @@ class _BaseVAE(BaseEstimator):
             return bound(module, x, noise)
 
         chunk = EVAL_CHUNK_ROWS // self.n_importance_samples
-        return self._evaluate(X, function, chunk_rows=chunk) + self._log_jacobian()
+        return self._evaluate(X, function, chunk_rows=chunk) + self._log_jacobian(X)
 
     def _elbo(self, X):
         """Per-row ELBO of validated ``X``, in nats of the original units."""
@@ -595,12 +681,19 @@ class _BaseVAE(BaseEstimator):
             "best_validation_score_": p.Float(nullable=True),
             "n_iter_": p.Int(),
             "_moments": p.ToDict(ColumnMoments),
+            "column_schema_": p.ToDict(ColumnSchema),
             "_optimizer_state": p.AdamMoments(),
         }
 
     def _check_loaded_state(self):
         """Raise ValueError when loaded attributes could not come from one fit."""
         n = self.n_features_in_
+        schema = self.column_schema_
+        names = getattr(self, "feature_names_in_", None)
+        if schema.n_columns != n or (
+            names is not None and schema.names is not None and schema.names != list(names)
+        ):
+            raise ValueError(f"the column schema must describe the {n} feature columns")
         config = self.module_.config()
         expected = {
             "n_features": n,
@@ -610,11 +703,12 @@ class _BaseVAE(BaseEstimator):
             "likelihood": self.likelihood,
             "decoder_variance": self.decoder_variance,
         }
+        if schema.layout != ColumnLayout.uniform(n, self.likelihood):
+            expected["layout"] = schema.layout.to_dict()
         if config != expected:
             raise ValueError(f"the network {config} does not match the parameters {expected}")
         if self.mean_.shape != (n,) or self.scale_.shape != (n,) or np.any(self.scale_ <= 0):
             raise ValueError(f"mean_ and scale_ must hold {n} values, scale_ positive")
-        names = getattr(self, "feature_names_in_", None)
         if names is not None and names.shape != (n,):
             raise ValueError(f"feature_names_in_ must hold {n} names")
         if self._moments.mean.shape != (n,):
@@ -663,3 +757,26 @@ class _BaseVAE(BaseEstimator):
             state["module_"] = copy.deepcopy(state["module_"]).cpu()
             state["device_"] = "cpu"
         return state
+
+
+def _check_frame_shape(X, min_rows):
+    """check_array's messages for a DataFrame that is too small."""
+    if X.shape[1] == 0:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
+        )
+    if X.shape[0] < min_rows:
+        raise ValueError(
+            f"Found array with {X.shape[0]} sample(s) (shape={X.shape}) while a minimum of "
+            f"{min_rows} is required."
+        )
+
+
+def _check_every_column_observed(X, schema):
+    empty = np.flatnonzero(np.isnan(X).all(axis=0)) if X.shape[0] else []
+    if len(empty):
+        names = [schema.names[j] for j in empty] if schema.names else list(empty)
+        raise ValueError(
+            f"Column(s) {names} of X hold no observed value (all missing); "
+            "skvae cannot learn a column it never sees. Drop them before fitting."
+        )

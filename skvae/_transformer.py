@@ -9,6 +9,7 @@ from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import SHARED_PARAMETERS_DOC, _BaseVAE, restore_state_on_failure
+from ._likelihoods import sample_rows
 
 
 def _posterior_mean(module, x):
@@ -37,9 +38,15 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseVAE
     module_ : VAEModule
         The fitted torch module (in eval mode).
     mean_ : ndarray of shape (n_features_in_,)
-        Column means used to standardise the input.
+        Means used to standardise the Gaussian columns (0 for the others).
     scale_ : ndarray of shape (n_features_in_,)
-        Column scales used to standardise the input (1 for constant columns).
+        Scales used to standardise the Gaussian columns (1 for constant
+        columns and for the others).
+    column_schema_ : ColumnSchema
+        Per column: its observation model (``kinds``), categories,
+        whether the encoder gets a missing-value indicator (``masked``) and,
+        when fitted on a DataFrame, its name and dtype. Fixed by the first
+        fit: a warm-started fit keeps it.
     device_ : str
         Device the module lives on.
     loss_curve_ : list of float
@@ -124,7 +131,12 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseVAE
 
         Returns
         -------
-        X_original : ndarray of shape (n_samples, n_features_in_)
+        X_original : ndarray or DataFrame of shape (n_samples, n_features_in_)
+            The mean of each Gaussian column, the probability of each
+            Bernoulli column, the most likely category of each categorical
+            column. Fitted on a DataFrame: a DataFrame with its columns,
+            dtypes and categories (Bernoulli columns of bool or integer
+            dtype come back as yes/no at probability 0.5).
         """
         check_is_fitted(self)
         Z = check_array(X, dtype=[np.float64, np.float32])
@@ -134,7 +146,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseVAE
                 f"n_components={self.n_components} latent columns."
             )
         means = self._evaluate(Z, _decoder_mean, standardise=False)
-        return means * self.scale_ + self.mean_
+        return self.column_schema_.decode(means * self.scale_ + self.mean_)
 
     def sample(self, n_samples=1, random_state=None):
         """Draw rows from the fitted model: z ~ N(0, I), then x ~ p(x|z).
@@ -147,7 +159,9 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseVAE
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray or DataFrame of shape (n_samples, n_features_in_)
+            A DataFrame with the original columns, dtypes and categories
+            when fitted on one.
         """
         check_is_fitted(self)
         if (
@@ -158,17 +172,10 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseVAE
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator().manual_seed(seed)
-        module = self.module_
         with torch.inference_mode():
             z = torch.randn((n_samples, self.n_components), generator=generator)
-            location, log_var = module.decode(z.to(self.device_))
-            location, log_var = location.cpu(), None if log_var is None else log_var.cpu()
-            if module.likelihood == "bernoulli":
-                x = torch.bernoulli(torch.sigmoid(location), generator=generator)
-            else:
-                noise = torch.randn(location.shape, generator=generator)
-                x = location + torch.exp(0.5 * log_var) * noise
-        return x.double().numpy() * self.scale_ + self.mean_
+            x = sample_rows(self.module_, z.to(self.device_), generator)
+        return self.column_schema_.decode(x.double().numpy() * self.scale_ + self.mean_)
 
     def score_samples(self, X):
         """Evidence lower bound of each row, in nats of the original units.

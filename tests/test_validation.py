@@ -18,7 +18,7 @@ ESTIMATORS = [VAETransformer, VAEAnomalyDetector]
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (np.array([[1.0, np.nan], [2.0, 3.0], [0.0, 1.0]]), "NaN"),
+        (np.array([[1.0, np.nan], [2.0, np.nan], [0.0, np.nan]]), "no observed value"),
         (np.array([[1.0, np.inf], [2.0, 3.0], [0.0, 1.0]]), "infinity"),
         (np.empty((0, 3)), "0 sample"),
         (np.ones((1, 3)), "minimum of 2 is required"),
@@ -67,14 +67,19 @@ def test_bernoulli_rejects_values_outside_unit_interval():
 
 
 @pytest.mark.parametrize("Estimator", ESTIMATORS)
-def test_scoring_rejects_wrong_width_nan_and_empty(Estimator, blobs):
+def test_scoring_rejects_wrong_width_inf_and_empty(Estimator, blobs):
     est = Estimator(**FAST).fit(blobs)
     with pytest.raises(ValueError, match="3 features, but .* is expecting 4"):
         est.score_samples(blobs[:, :3])
-    with pytest.raises(ValueError, match="NaN"):
-        est.score_samples(np.where(blobs == blobs[0, 0], np.nan, blobs))
+    with pytest.raises(ValueError, match="infinity"):
+        est.score_samples(np.where(blobs == blobs[0, 0], np.inf, blobs))
     with pytest.raises(ValueError, match="0 sample"):
         est.score_samples(blobs[:0])
+    frame = pd.DataFrame(blobs, columns=list("abcd"))
+    with pytest.raises(ValueError, match="infinity in column 'b'"):
+        est.fit(frame).score_samples(frame.assign(b=np.inf))
+    with pytest.raises(ValueError, match="0 sample"):
+        est.score_samples(frame[:0])
 
 
 @pytest.mark.parametrize("Estimator", ESTIMATORS)
@@ -83,8 +88,8 @@ def test_failed_refit_leaves_fitted_estimator_unchanged(Estimator, blobs):
     before = {k: v for k, v in vars(est).items() if k != "module_"}
     weights = {k: v.clone() for k, v in est.module_.state_dict().items()}
     scores = est.score_samples(blobs)
-    text = np.array([["a"] * 4] * 5, dtype=object)
-    for bad in (np.full_like(blobs, np.nan), blobs[:1], text):
+    infinite = np.where(blobs > 2, np.inf, blobs)
+    for bad in (np.full_like(blobs, np.nan), blobs[:1], infinite):
         # Column names: a failed fit must not leave feature_names_in_ behind.
         bad_frame = pd.DataFrame(bad, columns=[f"c{i}" for i in range(bad.shape[1])])
         with pytest.raises(ValueError):
