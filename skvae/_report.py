@@ -126,18 +126,17 @@ def _parameters(detector, flagging):
 
 
 def _data_summary(X, result, source, left_out):
-    n_imputed = int((result["imputed"] != "").sum())
+    n_missing = int((result["missing"] != "").sum())
     facts = [
         f"Source: {source}",
-        f"{len(X)} rows; {X.shape[1]} numeric column(s) modelled: {', '.join(X.columns)}",
-        "Left out (not numeric, no values, or the id): "
+        f"{len(X)} rows; {X.shape[1]} column(s) modelled: {', '.join(X.columns)}",
+        "Left out (the id, empty, identifier-like or unsupported): "
         + (", ".join(map(str, left_out)) if left_out else "none"),
-        f"{n_imputed} row(s) with missing values, filled with the column mean "
-        "(named in the output's imputed column)",
+        f"{n_missing} row(s) with missing values, scored on the values they have "
+        "(named in the output's missing column)",
     ]
     items = "".join(f"<li>{html.escape(fact)}</li>" for fact in facts)
-    summary = "<p>The modelled columns, after filling missing values:</p>"
-    return f"<ul>{items}</ul>{summary}" + _table(X.describe().T)
+    return f"<ul>{items}</ul>" + _table(X.describe(include="all").T)
 
 
 def write_report(path, *, detector, X, result, top, source, left_out, flagging, labels=None):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api import types as ptypes
 
 from ._anomaly import VAEAnomalyDetector
 from ._persistence import ModelFileError, load
@@ -28,6 +29,9 @@ PARQUET_SUFFIXES = {".parquet", ".pq"}
 # How many features the outlier table names per row.
 TOP_FEATURES = 3
 TOP_HEADER = "Top outliers, with each one's largest feature contributions (feature=value (+c)):"
+# A text column with more distinct values than this, and than half its rows,
+# is taken for an identifier or free text and left out.
+MAX_DISTINCT_TEXT = 20
 # Exit status for user mistakes (argparse uses the same for bad options).
 USAGE_ERROR = 2
 
@@ -164,34 +168,66 @@ def _check_columns(frame, names, source):
         )
 
 
+def _modelled(series):
+    """Whether skvae can model the column: numbers, yes/no, or categories."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype) or ptypes.is_bool_dtype(dtype):
+        return True
+    if ptypes.is_numeric_dtype(dtype):
+        return not ptypes.is_complex_dtype(dtype)
+    return ptypes.is_object_dtype(dtype) or ptypes.is_string_dtype(dtype)
+
+
+def _looks_like_identifier(series):
+    """Text where most values differ (names, ids, free text, dates as text):
+    as categories they would make the model learn one softmax class per row."""
+    if ptypes.is_numeric_dtype(series.dtype) or ptypes.is_bool_dtype(series.dtype):
+        return False
+    observed = series.dropna()
+    distinct = observed.nunique()
+    return distinct > MAX_DISTINCT_TEXT and distinct > len(observed) / 2
+
+
 def feature_columns(frame, columns, exclude, source):
-    """The numeric columns to model, and a warning naming those left out."""
+    """The columns to model, with a warning naming those left out and why."""
     if columns:
         wanted = [name.strip() for group in columns for name in group.split(",") if name.strip()]
         _check_columns(frame, wanted, source)
     else:
         wanted = [name for name in frame.columns if name not in exclude]
-    numeric = [name for name in wanted if pd.api.types.is_numeric_dtype(frame[name])]
-    text = [name for name in wanted if name not in numeric]
-    empty = [name for name in numeric if frame[name].isna().all()]
-    numeric = [name for name in numeric if name not in empty]
-    if text:
-        _warn(f"left out non-numeric column(s) {', '.join(text)}: skvae models numeric columns")
-    if empty:
-        _warn(f"left out column(s) {', '.join(empty)}: no values")
-    if not numeric:
-        raise UserError(f"{source} has no numeric column to score")
-    return numeric
+    reasons = {
+        "no values": [name for name in wanted if frame[name].isna().all()],
+        "a type skvae cannot model (convert it to numbers or text)": [
+            name for name in wanted if not _modelled(frame[name])
+        ],
+        "text with mostly distinct values, like an identifier": [
+            name
+            for name in wanted
+            if _modelled(frame[name]) and _looks_like_identifier(frame[name])
+        ],
+    }
+    left_out = set()
+    for reason, names in reasons.items():
+        names = [name for name in names if name not in left_out]
+        if names:
+            _warn(f"left out column(s) {', '.join(names)}: {reason}")
+        left_out.update(names)
+    kept = [name for name in wanted if name not in left_out]
+    if not kept:
+        raise UserError(f"{source} has no column to score")
+    return kept
 
 
-def numeric_matrix(frame, columns, fill):
-    """``frame[columns]`` as floats, missing (and infinite) values replaced by
-    ``fill``; and per row the comma-joined names of the filled columns."""
-    X = frame[columns].astype(np.float64).replace([np.inf, -np.inf], np.nan)
-    missing = X.isna()
+def model_input(frame, columns):
+    """``frame[columns]`` with infinite numbers as missing values, and per row
+    the comma-joined names of its missing columns."""
+    X = frame[columns].copy()
+    for name in columns:
+        if ptypes.is_float_dtype(X[name].dtype):
+            X[name] = X[name].replace([np.inf, -np.inf], np.nan)
     names = np.array(columns, dtype=object)
-    imputed = [",".join(names[row]) for row in missing.to_numpy()]
-    return X.fillna(pd.Series(fill, index=columns)), imputed
+    missing = [",".join(names[row]) for row in X.isna().to_numpy()]
+    return X, missing
 
 
 def _ids(frame, id_column, source):
@@ -202,7 +238,7 @@ def _ids(frame, id_column, source):
 
 
 # ------------------------------------------------------------------ scoring
-def score_table(detector, X, ids, imputed, fdr=None):
+def score_table(detector, X, ids, missing, fdr=None):
     """One output row per input row, in order: id, score, p-value, flag."""
     id_name, id_values = ids
     scores = detector.score_samples(X)
@@ -218,7 +254,7 @@ def score_table(detector, X, ids, imputed, fdr=None):
             "score": scores,
             "p_value": pvalues,
             "outlier": outlier,
-            "imputed": imputed,
+            "missing": missing,
         }
     )
 
@@ -249,10 +285,18 @@ def top_outliers(detector, X, result, n):
     for row, values in zip(top.index, contributions, strict=True):
         largest = np.argsort(-values)[:TOP_FEATURES]
         described.append(
-            ", ".join(f"{names[j]}={X.iat[row, j]:.4g} ({values[j]:+.1f})" for j in largest)
+            ", ".join(f"{names[j]}={_shown(X.iat[row, j])} ({values[j]:+.1f})" for j in largest)
         )
-    top = top.drop(columns=["imputed"]).assign(most_anomalous_features=described)
+    top = top.drop(columns=["missing"]).assign(most_anomalous_features=described)
     return top
+
+
+def _shown(value):
+    if pd.isna(value):
+        return "missing"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _summary(result, flagging):
@@ -308,9 +352,7 @@ def detect(args):
         id_column = args.id_column
     ids = _ids(frame, id_column, source)
     columns = feature_columns(frame, args.columns, {id_column}, source)
-    # Missing values get the column mean, which is also the model's mean_
-    # (mean imputation keeps the mean), so skvae score fills them the same way.
-    X, imputed = numeric_matrix(frame, columns, frame[columns].mean())
+    X, missing = model_input(frame, columns)
     detector = VAEAnomalyDetector(
         contamination=args.contamination,
         scoring=args.scoring,
@@ -322,12 +364,12 @@ def detect(args):
         detector.fit(X)
     except TrainingDivergedError as error:
         raise UserError(str(error)) from error
-    result = score_table(detector, X, ids, imputed, args.fdr)
+    result = score_table(detector, X, ids, missing, args.fdr)
     top = top_outliers(detector, X, result, args.top)
     print(_summary(result, _flagging(args, detector)))
-    n_imputed = sum(bool(names) for names in imputed)
-    if n_imputed:
-        print(f"{n_imputed} row(s) had missing values, filled with the column mean")
+    n_missing = sum(bool(names) for names in missing)
+    if n_missing:
+        print(f"{n_missing} row(s) have missing values; they are scored on the values they have")
     _print_top(top)
     if labels is not None:
         _print_demo_check(labels, result, top)
@@ -372,11 +414,12 @@ def score(args):
     frame = read_table(args.file)
     columns = [str(name) for name in detector.feature_names_in_]
     _check_columns(frame, columns, args.file)
-    text = [name for name in columns if not pd.api.types.is_numeric_dtype(frame[name])]
-    if text:
-        raise UserError(f"column(s) {', '.join(text)} of {args.file} are not numeric")
-    X, imputed = numeric_matrix(frame, columns, detector.mean_)
-    result = score_table(detector, X, _ids(frame, args.id_column, args.file), imputed, args.fdr)
+    X, missing = model_input(frame, columns)
+    ids = _ids(frame, args.id_column, args.file)
+    try:
+        result = score_table(detector, X, ids, missing, args.fdr)
+    except ValueError as error:  # e.g. a column whose type changed since fit
+        raise UserError(f"cannot score {args.file} with {model}: {error}") from error
     print(_summary(result, _flagging(args, detector)))
     _print_top(top_outliers(detector, X, result, args.top))
     if args.output is not None:

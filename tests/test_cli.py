@@ -44,6 +44,7 @@ def table_with_text_id_and_nan(n=2000, seed=0):
             "b": rng.normal(size=n),
             "city": rng.choice(["Oslo", "Lima", "Pune"], size=n),
             "c": rng.normal(size=n),
+            "comment": [f"note {rng.randint(10**6)}" for _ in range(n)],
         }
     )
     frame.loc[n - 1, ["a", "b", "c"]] = [9.0, -9.0, 9.0]  # the planted outlier
@@ -59,7 +60,7 @@ def test_detect_on_the_demo_data(tmp_path):
     assert re.search(r"ROC-AUC against the known anomalies 0\.\d+", result.stdout)
     assert "skvae fit" in result.stderr  # the progress bar
     scores = pd.read_csv(tmp_path / "scores.csv")
-    assert list(scores.columns) == ["patient_id", "score", "p_value", "outlier", "imputed"]
+    assert list(scores.columns) == ["patient_id", "score", "p_value", "outlier", "missing"]
     assert scores["patient_id"].tolist() == load_demo()["patient_id"].tolist()
     assert scores["outlier"].sum() == 189
     assert scores["p_value"].between(0, 1).all()
@@ -67,7 +68,8 @@ def test_detect_on_the_demo_data(tmp_path):
 
 @pytest.fixture(scope="module")
 def detect_run(tmp_path_factory):
-    """skvae detect on a CSV with a text column, an id column and a NaN."""
+    """skvae detect on a CSV with an id column, a NaN, a categorical text
+    column and a free-text one."""
     folder = tmp_path_factory.mktemp("detect")
     frame = table_with_text_id_and_nan()
     frame.to_csv(folder / "data.csv", index=False)
@@ -91,17 +93,18 @@ def detect_run(tmp_path_factory):
 def test_detect_on_a_csv_keeps_every_row_and_names_what_it_left_out(detect_run):
     folder, frame, result = detect_run
     assert result.returncode == 0, result.stderr
-    assert "left out non-numeric column(s) city" in result.stderr
+    assert "left out column(s) comment: text with mostly distinct values" in result.stderr
+    assert "city" not in result.stderr  # three categories: modelled
     assert "skvae fit" not in result.stderr  # --quiet
     assert "100 of 2000 rows flagged as outliers" in result.stdout
-    assert "1 row(s) had missing values" in result.stdout
+    assert "1 row(s) have missing values" in result.stdout
     lines = result.stdout.splitlines()
     first_outlier = lines[lines.index(TOP_HEADER) + 2]
     assert first_outlier.split()[0] == "item-1999"  # the planted outlier leads the table
     scores = pd.read_csv(folder / "scores.csv", keep_default_na=False)
     assert scores["name"].tolist() == frame["name"].tolist()
-    assert scores.loc[7, "imputed"] == "b"
-    assert (scores["imputed"].drop(index=7) == "").all()
+    assert scores.loc[7, "missing"] == "b"
+    assert (scores["missing"].drop(index=7) == "").all()
     assert np.isfinite(scores["score"]).all()
     assert bool(scores.loc[1999, "outlier"])
 
@@ -127,7 +130,7 @@ def test_score_with_the_saved_model_matches_detect(detect_run):
     after = pd.read_csv(folder / "again.csv", keep_default_na=False)
     assert after["name"].tolist() == batch["name"].tolist()
     assert after["outlier"].tolist() == [True] + [False] * 9
-    assert after["imputed"].tolist()[2] == "b"
+    assert after["missing"].tolist()[2] == "b"
     before = pd.read_csv(folder / "scores.csv").set_index("name").loc[batch["name"]]
     np.testing.assert_allclose(after["score"], before["score"], rtol=1e-9)
     np.testing.assert_allclose(after["p_value"], before["p_value"])
@@ -215,9 +218,8 @@ def files(tmp_path):
     (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 40)
     (tmp_path / "fake.parquet").write_text("not parquet")
     (tmp_path / "empty.csv").write_text("")
-    pd.DataFrame({"who": ["x", "y", "z"], "what": ["p", "q", "r"]}).to_csv(
-        tmp_path / "text.csv", index=False
-    )
+    names = [f"person {i}" for i in range(30)]
+    pd.DataFrame({"who": names, "empty": np.nan}).to_csv(tmp_path / "text.csv", index=False)
     pd.DataFrame({"a": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "small.csv", index=False)
     (tmp_path / "notamodel.skvae").write_text("hello")
     rng = np.random.RandomState(0)
@@ -232,7 +234,7 @@ def files(tmp_path):
         (["detect", "{dir}/binary.csv"], "cannot read .*binary.csv as CSV"),
         (["detect", "{dir}/fake.parquet"], "cannot read .*fake.parquet as Parquet"),
         (["detect", "{dir}/empty.csv"], "cannot read .*empty.csv as CSV"),
-        (["detect", "{dir}/text.csv"], "has no numeric column to score"),
+        (["detect", "{dir}/text.csv"], "has no column to score"),
         (["detect", "{dir}/small.csv", "--id-column", "nope"], "has no column 'nope'"),
         (["detect", "{dir}/small.csv", "--columns", "a,zz"], "has no column 'zz'"),
         (["detect", "{dir}/small.csv", "--output", "{dir}/no/such/dir/x.csv"], "cannot write"),
@@ -289,3 +291,13 @@ def test_ctrl_c_outside_training_ends_quietly(monkeypatch, capsys):
     monkeypatch.setattr("skvae.cli.read_table", interrupted)
     assert main(["detect", "data.csv"]) == 130
     assert capsys.readouterr().err == "skvae: interrupted\n"
+
+
+def test_columns_skvae_cannot_model_are_named(tmp_path, capsys):
+    frame = table_with_text_id_and_nan(100).drop(columns=["comment"])
+    frame["when"] = pd.date_range("2024-01-01", periods=100)
+    frame.to_parquet(tmp_path / "data.parquet")
+    args = ["detect", str(tmp_path / "data.parquet"), "--id-column", "name", "--quiet"]
+    assert main([*args, "--max-iter", "2", "--output", str(tmp_path / "out.csv")]) == 0
+    assert "left out column(s) when: a type skvae cannot model" in capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 100
