@@ -60,7 +60,9 @@ def _figure(draw, caption):
 
 
 def _table(frame, **kwargs):
-    return frame.to_html(escape=True, border=0, float_format=lambda v: f"{v:.4g}", **kwargs)
+    return frame.to_html(
+        escape=True, border=0, na_rep="", float_format=lambda v: f"{v:.4g}", **kwargs
+    )
 
 
 def _plots(detector, X, result, top, labels):
