@@ -450,8 +450,9 @@ def _warn(message):
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    # Library warnings (a ConvergenceWarning, say) as one line, not file:line.
-    _warn(str(message))
+    # Library warnings (a ConvergenceWarning, say) as one line, not file:line,
+    # naming the option rather than the Python parameter.
+    _warn(str(message).replace("increase max_iter", "raise --max-iter"))
 
 
 def main(argv=None):
