@@ -21,7 +21,6 @@ from pandas.api import types as ptypes
 
 from ._anomaly import VAEAnomalyDetector
 from ._persistence import ModelFileError, load
-from ._training import TrainingDivergedError
 from .conformal import benjamini_hochberg
 from .datasets import load_demo
 
@@ -241,8 +240,11 @@ def _ids(frame, id_column, source):
 def score_table(detector, X, ids, missing, fdr=None):
     """One output row per input row, in order: id, score, p-value, flag."""
     id_name, id_values = ids
-    scores = detector.score_samples(X)
-    pvalues = detector.pvalues(X)
+    try:
+        scores = detector.score_samples(X)
+        pvalues = detector.pvalues(X)
+    except ValueError as error:  # rows too far from the training data to evaluate
+        raise UserError(_first_line(error)) from error
     if fdr is None:
         outlier = scores < detector.offset_
     else:
@@ -360,10 +362,12 @@ def detect(args):
         random_state=args.random_state,
         verbose=not args.quiet,
     )
+    if len(X) < 2:
+        raise UserError(f"{source} has {len(X)} row; fitting a detector needs at least 2")
     try:
         detector.fit(X)
-    except TrainingDivergedError as error:
-        raise UserError(str(error)) from error
+    except ValueError as error:  # TrainingDivergedError, or values fit cannot use
+        raise UserError(_first_line(error)) from error
     result = score_table(detector, X, ids, missing, args.fdr)
     top = top_outliers(detector, X, result, args.top)
     print(_summary(result, _flagging(args, detector)))
@@ -443,6 +447,10 @@ def _require_matplotlib():
         import matplotlib  # noqa: F401
     except ImportError as error:
         raise UserError("--report needs matplotlib: pip install 'skvae[plot]'") from error
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0]
 
 
 def _warn(message):

@@ -36,6 +36,6 @@ def pytest_terminal_summary(terminalreporter):
     results = sum(n for (_, kind), n in BAD_INPUT_CASES.items() if kind == "result")
     methods = len({method for method, _ in BAD_INPUT_CASES})
     terminalreporter.write_line(
-        f"bad-input cases tried: {errors + results} over {methods} estimator methods "
+        f"bad-input cases tried: {errors + results} over {methods} methods and CLI commands "
         f"({errors} clear errors, {results} checked results)"
     )

@@ -9,6 +9,7 @@ test run prints the total (tests/conftest.py).
 
 import contextlib
 import copy
+import io
 import os
 import pickle
 import re
@@ -289,7 +290,7 @@ def run_property(body, form, strategy, examples, fitted):
     """Run ``body(fitted, case)`` on ``examples`` cases drawn from ``strategy``,
     with a fixed seed per form: the same cases every run, different per form."""
     test = settings(max_examples=examples, **SETTINGS)(lambda case: body(fitted, case))
-    seed(zlib.crc32(f"{body.__name__}:{form}".encode()))(given(case=strategy)(test))()
+    seed(zlib.crc32(f"{body.__qualname__}:{form}".encode()))(given(case=strategy)(test))()
 
 
 # Every form is tried on its own, so hypothesis cannot favour a few of them.
@@ -385,3 +386,139 @@ def test_get_feature_names_out_checks_input_features(fitted, name, input_feature
     if kind == "result":
         assert list(value) == ["vaetransformer0", "vaetransformer1"]
     BAD_INPUT_CASES[f"{name}.get_feature_names_out", kind] += 1
+
+
+# -------------------------------------------------------------------- CLI
+ODD_CELLS = ["", "nan", "NA", "inf", "-inf", "1e400", "1e300", "-1e30", "abc", '"1,5"', "True"]
+ODD_CELLS += ["2020-01-01", " ", "0x10", "é", '"', "\t"]
+CELLS = st.one_of(
+    *[st.floats(-1e6, 1e6, allow_nan=False).map(repr)] * 6,
+    st.integers(-(10**20), 10**20).map(str),
+    st.floats().map(repr),
+    st.sampled_from(ODD_CELLS),
+)
+HEADERS = st.sampled_from(["a", "b", "c", "a", "", "x y", "é", "1", "id"])
+
+
+@st.composite
+def csv_tables(draw):
+    """CSV text: a header and rows of mostly numbers, sometimes odd cells,
+    duplicate or empty column names, or a row too short or too long."""
+    n_cols = draw(st.sampled_from([3, 3, 2, 1, 4, 0]))
+    n_rows = draw(st.sampled_from([8, 8, 8, 3, 3, 2, 1, 0]))
+    header = draw(st.lists(HEADERS, min_size=n_cols, max_size=n_cols))
+    ragged = draw(st.sampled_from([False] * 4 + [True]))
+    lines = [",".join(header)]
+    for _ in range(n_rows):
+        width = max(0, n_cols + (draw(st.sampled_from([0, 1, -1])) if ragged else 0))
+        lines.append(",".join(draw(st.lists(CELLS, min_size=width, max_size=width))))
+    return "\n".join(lines).encode("utf-8", "surrogatepass")
+
+
+FILES = st.one_of(
+    *[csv_tables()] * 8,
+    st.binary(max_size=400),
+    st.text(max_size=200).map(lambda text: text.encode("utf-8", "surrogatepass")),
+    st.just(b""),
+    st.just(b"a,b,c\n"),
+)
+
+
+def run_cli(argv):
+    """(exit status, stdout, stderr) of ``skvae.cli.main(argv)`` in-process."""
+    from skvae.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with time_limit(CALL_TIMEOUT), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                status = main(argv)
+            except SystemExit as exit_:  # argparse refusing an option
+                status = exit_.code
+    return status, out.getvalue(), err.getvalue()
+
+
+def assert_cli_answers_clearly(command, argv, output):
+    status, out, err = run_cli(argv)
+    assert "Traceback" not in out + err
+    errors = [line for line in err.splitlines() if not line.startswith("skvae: warning:")]
+    if status == 0:
+        assert "rows flagged as outliers" in out
+        scores = pd.read_csv(output)["score"]
+        assert np.isfinite(scores).all(), "the CLI wrote non-finite scores"
+        kind = "result"
+    else:
+        assert status == 2, (status, err)
+        assert len(errors) == 1 and "error:" in errors[0], err
+        kind = "error"
+    BAD_INPUT_CASES[f"cli.{command}", kind] += 1
+
+
+@pytest.fixture(scope="module")
+def cli_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    frame = pd.DataFrame(np.random.RandomState(0).normal(size=(60, 3)), columns=NAMES)
+    _fit(VAEAnomalyDetector(**TINY), frame).save(folder / "model.skvae")
+    return folder
+
+
+@pytest.mark.parametrize("command", ["detect", "score"])
+def test_cli_answers_malformed_files_with_one_line(cli_model, command):
+    def body(_, content):
+        data = cli_model / f"data-{command}.csv"
+        data.write_bytes(content)
+        output = cli_model / "scores.csv"
+        if command == "detect":
+            argv = ["detect", str(data), "--quiet", "--max-iter", "2", "--output", str(output)]
+        else:
+            argv = ["score", str(cli_model / "model.skvae"), str(data), "--output", str(output)]
+        assert_cli_answers_clearly(command, argv, output)
+
+    run_property(body, command, FILES, 60, None)
+
+
+def test_cli_answers_damaged_model_files_with_one_line(cli_model):
+    good = (cli_model / "model.skvae").read_bytes()
+    data = cli_model / "good.csv"
+    pd.DataFrame(np.random.RandomState(1).normal(size=(5, 3)), columns=NAMES).to_csv(data)
+
+    def body(_, damage):
+        cut, flips = damage
+        damaged = bytearray(good[:cut])
+        for position, value in flips:
+            if damaged:
+                damaged[position % len(damaged)] = value
+        model = cli_model / "damaged.skvae"
+        model.write_bytes(bytes(damaged))
+        output = cli_model / "scores.csv"
+        assert_cli_answers_clearly(
+            "score", ["score", str(model), str(data), "--output", str(output)], output
+        )
+
+    damage = st.tuples(
+        st.integers(0, len(good)),
+        st.lists(st.tuples(st.integers(0, len(good)), st.integers(0, 255)), max_size=3),
+    )
+    run_property(body, "model", damage, 30, None)
+
+
+@pytest.mark.parametrize(
+    "command, content, expected",
+    [
+        ("detect", b"a,b,c\n1,2,3\n", "has 1 row; fitting a detector needs at least 2"),
+        ("score", b"a,b,c\n1,2,3\n1e300,0,0\n", "too far from the training data"),
+        ("detect", b"a,b,c\n1,2,3\n2,inf,1\n0,1,2\n", "rows flagged as outliers"),
+    ],
+)
+def test_cli_cases_the_property_test_found(cli_model, command, content, expected):
+    """Each used to end in a traceback (the first two) or an error (the last)."""
+    data, output = cli_model / "found.csv", cli_model / "found-scores.csv"
+    data.write_bytes(content)
+    if command == "detect":
+        argv = ["detect", str(data), "--quiet", "--max-iter", "2", "--output", str(output)]
+    else:
+        argv = ["score", str(cli_model / "model.skvae"), str(data), "--output", str(output)]
+    status, out, err = run_cli(argv)
+    assert expected in out + err
+    assert status == (0 if "flagged" in expected else 2)
