@@ -9,7 +9,11 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import bz2
 import contextlib
+import csv
+import gzip
+import lzma
 import math
 import sys
 import warnings
@@ -31,6 +35,8 @@ TOP_HEADER = "Top outliers, with each one's largest feature contributions (featu
 # A text column with more distinct values than this, and than half its rows,
 # is taken for an identifier or free text and left out.
 MAX_DISTINCT_TEXT = 20
+# How much of a CSV file is read to guess its separator.
+SNIFF_CHARS = 65536
 # Exit status for user mistakes (argparse uses the same for bad options).
 USAGE_ERROR = 2
 
@@ -143,19 +149,48 @@ def read_table(path):
         raise UserError(f"{path} is a folder, not a CSV or Parquet file")
     parquet = path.suffix.lower() in PARQUET_SUFFIXES
     try:
-        frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
+        frame = pd.read_parquet(path) if parquet else _read_csv(path)
     except ImportError as error:
         raise UserError(
             f"reading Parquet needs pyarrow: pip install 'skvae[parquet]' ({error})"
         ) from error
     except (OSError, ValueError, pd.errors.EmptyDataError) as error:
         kind = "Parquet" if parquet else "CSV"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise UserError(f"cannot read {path} as {kind}: {first_line}") from error
+        raise UserError(f"cannot read {path} as {kind}: {_first_line(error)}") from error
     if len(frame) == 0:
         raise UserError(f"{path} has no rows")
     frame.columns = [str(column) for column in frame.columns]
     return frame
+
+
+def _read_csv(path):
+    """``pd.read_csv``, or with the file's own separator (``;``, tab, ``|``,
+    and decimal commas with ``;``) when a comma finds only one column."""
+    frame = pd.read_csv(path)
+    if frame.shape[1] == 1:
+        separator = _sniff_separator(path)
+        if separator != ",":
+            frame = pd.read_csv(path, sep=separator)
+        if separator == ";":
+            # Semicolon files often write decimals with a comma (1,5).
+            comma_decimals = pd.read_csv(path, sep=separator, decimal=",")
+            if _n_numeric(comma_decimals) > _n_numeric(frame):
+                frame = comma_decimals
+    return frame
+
+
+def _n_numeric(frame):
+    return sum(ptypes.is_numeric_dtype(dtype) for dtype in frame.dtypes)
+
+
+def _sniff_separator(path):
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
+    try:
+        with opener(path, "rt", errors="replace") as handle:
+            sample = handle.read(SNIFF_CHARS)
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except (OSError, csv.Error):
+        return ","
 
 
 def _check_columns(frame, names, source):
@@ -367,7 +402,7 @@ def detect(args):
     try:
         detector.fit(X)
     except ValueError as error:  # TrainingDivergedError, or values fit cannot use
-        raise UserError(_first_line(error)) from error
+        raise UserError(f"cannot fit a model on {source}: {_first_line(error)}") from error
     result = score_table(detector, X, ids, missing, args.fdr)
     top = top_outliers(detector, X, result, args.top)
     print(_summary(result, _flagging(args, detector)))
@@ -420,10 +455,7 @@ def score(args):
     _check_columns(frame, columns, args.file)
     X, missing = model_input(frame, columns)
     ids = _ids(frame, args.id_column, args.file)
-    try:
-        result = score_table(detector, X, ids, missing, args.fdr)
-    except ValueError as error:  # e.g. a column whose type changed since fit
-        raise UserError(f"cannot score {args.file} with {model}: {error}") from error
+    result = score_table(detector, X, ids, missing, args.fdr)
     print(_summary(result, _flagging(args, detector)))
     _print_top(top_outliers(detector, X, result, args.top))
     if args.output is not None:
@@ -450,7 +482,8 @@ def _require_matplotlib():
 
 
 def _first_line(error):
-    return str(error).strip().splitlines()[0]
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _warn(message):

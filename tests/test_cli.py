@@ -224,6 +224,7 @@ def files(tmp_path):
     names = [f"person {i}" for i in range(30)]
     pd.DataFrame({"who": names, "empty": np.nan}).to_csv(tmp_path / "text.csv", index=False)
     pd.DataFrame({"a": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "small.csv", index=False)
+    (tmp_path / "one_row.csv").write_text("a,b\n1,2\n")
     (tmp_path / "notamodel.skvae").write_text("hello")
     rng = np.random.RandomState(0)
     VAETransformer(**FAST).fit(rng.normal(size=(50, 1))).save(tmp_path / "transformer.skvae")
@@ -239,6 +240,7 @@ def files(tmp_path):
         (["detect", "{dir}/empty.csv"], "cannot read .*empty.csv as CSV"),
         (["detect", "{dir}/text.csv"], "has no column to score"),
         (["detect", "{dir}/small.csv", "--id-column", "nope"], "has no column 'nope'"),
+        (["detect", "{dir}/one_row.csv"], "one_row.csv has 1 row; .* needs at least 2"),
         (["detect", "{dir}/small.csv", "--columns", "a,zz"], "has no column 'zz'"),
         (["detect", "{dir}/small.csv", "--output", "{dir}/no/such/dir/x.csv"], "cannot write"),
         (["score", "{dir}/missing.skvae", "{dir}/small.csv"], "no such model file"),
@@ -304,3 +306,13 @@ def test_columns_skvae_cannot_model_are_named(tmp_path, capsys):
     assert main([*args, "--max-iter", "2", "--output", str(tmp_path / "out.csv")]) == 0
     assert "left out column(s) when: a type skvae cannot model" in capsys.readouterr().err
     assert len(pd.read_csv(tmp_path / "out.csv")) == 100
+
+
+def test_semicolon_and_tab_separated_files_are_read(tmp_path):
+    frame = table_with_text_id_and_nan(50)[["a", "b", "city"]]
+    frame.to_csv(tmp_path / "semi.csv", sep=";", index=False, decimal=",")
+    frame.to_csv(tmp_path / "tabs.tsv.gz", sep="\t", index=False)
+    from skvae.cli import read_table
+
+    pd.testing.assert_frame_equal(read_table(tmp_path / "semi.csv"), frame)  # 0,5 is 0.5
+    pd.testing.assert_frame_equal(read_table(tmp_path / "tabs.tsv.gz"), frame)
