@@ -184,7 +184,10 @@ def _n_numeric(frame):
 
 
 def _sniff_separator(path):
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
+    suffix = path.suffix.lower()
+    if suffix in {".zip", ".zst", ".tar"}:
+        return ","  # archives pandas opens itself: no guessing from raw bytes
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix, open)
     try:
         with opener(path, "rt", errors="replace") as handle:
             sample = handle.read(SNIFF_CHARS)
