@@ -115,6 +115,10 @@ def standardiser_from_moments(moments):
     # mean is a constant column. Rounding in merged batch means can exceed
     # that bound, so equal extremes count as constant too.
     constant = scale <= 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))
-    constant |= moments.minimum == moments.maximum
+    exact = moments.minimum == moments.maximum
+    constant |= exact
     scale[constant] = 1.0
+    # A column of one value standardises to exactly 0: its mean, summed in
+    # floating point, can be off by rounding, which at 1e30 is 1e14 units.
+    mean[exact] = moments.minimum[exact]
     return mean, scale

@@ -350,13 +350,46 @@ def fit_case(fitted, case):
         # model fitted on the same values as float64 does.
         if same_as is None:
             assert np.isfinite(refit.score_samples(X)).all()
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # feature names
-            reference = clone(estimator).fit(same_as)
-            expected = reference.score_samples(same_as)
-            np.testing.assert_array_equal(refit.score_samples(same_as), expected)
-        assert np.isfinite(expected).all()
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # feature names
+                reference = clone(estimator).fit(same_as)
+                expected = reference.score_samples(same_as)
+                np.testing.assert_array_equal(refit.score_samples(same_as), expected)
+            assert np.isfinite(expected).all()
+    for name, estimator in fitted.items():
+        valid = must_work(form, same_as, WIDTH, min_rows=2, limit=np.inf)
+        check_update(name, "partial_fit", clone(estimator), form, X, valid, suffix=" (first)")
+        # Continuing a model trained on N(0, 1) with a batch at 1e30 rescales its
+        # weights by 1e29: TrainingDivergedError is then a fair answer.
+        valid = must_work(form, same_as, WIDTH, min_rows=2, limit=1e6)
+        check_update(name, "partial_fit", estimator, form, X, valid)
+        if name.startswith("detector"):
+            check_update(name, "calibrate", estimator, form, X, valid=False)
+
+
+def check_update(name, method, estimator, form, X, valid, suffix=""):
+    """A method that changes the model: on error it leaves the model exactly
+    as it was; on success the model still scores ordinary rows finite (the
+    probe: normal draws, with the model's column names)."""
+    model = copy.deepcopy(estimator)
+    before = fingerprint(model) if hasattr(model, "module_") else None
+    kind, value = outcome(getattr(model, method), X)
+    BAD_INPUT_CASES[f"{name}.{method}{suffix}", kind] += 1
+    assert kind == "result" or not valid, f"{method} refused a valid {form}: {value}"
+    if kind == "error":
+        after = fingerprint(model) if hasattr(model, "module_") else None
+        assert after == before, f"a failed {method} on {form} changed {name}"
+        return
+    assert value is model
+    probe = np.random.RandomState(2).normal(size=(5, model.n_features_in_))
+    if hasattr(model, "feature_names_in_"):
+        probe = pd.DataFrame(probe, columns=model.feature_names_in_)
+    kind, value = outcome(model.score_samples, probe)
+    if kind == "error":  # fair only when the model was trained far from the probe
+        assert "too far from the training data" in str(value), value
+    else:
+        assert np.isfinite(value).all(), f"{method} on {form}"
 
 
 NOT_A_COUNT = [0, -1, 2.5, "3", None, True, [2], np.float64(2.0)]

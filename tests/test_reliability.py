@@ -4,6 +4,7 @@ import threading
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -199,3 +200,19 @@ def test_same_random_state_gives_bit_identical_models_and_scores(Estimator, blob
         first.module_.state_dict().items(), second.module_.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("value", [1e30, 0.1, -7.3e12])
+def test_a_constant_column_standardises_to_zero_as_array_and_frame(value):
+    """Found by the property test: the float sum of a constant 1e30 column is
+    off by rounding, so its rows sat 1e14 standardised units from the mean."""
+    X = np.random.RandomState(0).normal(size=(9, 3))
+    X[:, 1] = value
+    array_model = VAEAnomalyDetector(**FAST).fit(X)
+    frame_model = VAEAnomalyDetector(**FAST).fit(pd.DataFrame(X, columns=list("abc")))
+    assert array_model.mean_[1] == value and array_model.scale_[1] == 1.0
+    np.testing.assert_array_equal(
+        array_model.score_samples(X),
+        frame_model.score_samples(pd.DataFrame(X, columns=list("abc"))),
+    )
+    assert np.isfinite(array_model.score_samples(X)).all()
