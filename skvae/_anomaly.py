@@ -128,6 +128,18 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
     -1
     >>> bool(detector.score_samples(X)[-1] < np.median(detector.score_samples(X)))
     True
+
+    A DataFrame with categories and missing values goes in as it is:
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"x": rng.normal(size=300), "kind": rng.choice(["a", "b"], 300)})
+    >>> frame.loc[::10, "x"] = np.nan
+    >>> detector = VAEAnomalyDetector(max_iter=10, random_state=0).fit(frame)
+    >>> detector.column_schema_.kinds
+    ['gaussian', 'categorical']
+    >>> strange = pd.DataFrame({"x": [np.nan, 0.1], "kind": ["a", "never seen"]})
+    >>> bool(np.isfinite(detector.score_samples(strange)).all())
+    True
     """
 
     _parameter_constraints: dict = {

@@ -340,3 +340,13 @@ def test_feature_contributions_are_per_original_column(scoring):
     odd["o"] = "nowhere"
     blamed = detector.feature_contributions(odd).to_numpy()
     assert (blamed[:, 7] >= contributions.to_numpy()[:20, 7] - 1e-6).all()
+
+
+@pytest.mark.parametrize("scoring", ["elbo", "iwae", "reconstruction"])
+def test_numeric_frame_scores_exactly_as_its_array(blobs, scoring):
+    # Typing columns must not change the numbers for plain numeric tables.
+    frame = pd.DataFrame(blobs, columns=list("abcd"))
+    on_frame = VAEAnomalyDetector(**FAST, scoring=scoring).fit(frame)
+    on_array = VAEAnomalyDetector(**FAST, scoring=scoring).fit(np.asarray(frame))
+    np.testing.assert_array_equal(on_frame.score_samples(frame), on_array.score_samples(blobs))
+    assert on_frame.module_.config() == on_array.module_.config()
