@@ -614,10 +614,15 @@ class _BaseVAE(BaseEstimator):
         summed over its observed entries (nats): a scalar when none is
         missing."""
         log_scale = np.log(self.scale_)
+        total = -float(np.sum(log_scale))
         # A sum is NaN when any entry is: one pass, no mask allocated.
         if not np.isnan(np.sum(X)):
-            return -float(np.sum(log_scale))
-        return -((~np.isnan(X)) @ log_scale)
+            return total
+        # Only columns with a scale other than 1 (Gaussian ones) count; the
+        # float mask keeps the product in BLAS.
+        scaled = np.flatnonzero(log_scale)
+        missing = np.isnan(X[:, scaled]).astype(np.float64)
+        return total + missing @ log_scale[scaled]
 
     def _importance_noise(self):
         """The fixed, seeded standard normal draws shared by every row."""

@@ -306,7 +306,13 @@ def _encode_categories(series, categories):
     """Codes of the values in ``categories``; NaN where missing and
     ``UNSEEN_CODE`` for a value that is not one of them."""
     missing = pd.isna(series).to_numpy()
-    codes = pd.Index(categories, dtype=object).get_indexer(series.astype(object))
+    known = pd.Index(categories, dtype=object)
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        # Translate the column's own codes: no per-row hashing of values.
+        translate = np.append(known.get_indexer(series.cat.categories.astype(object)), -1)
+        codes = translate[series.cat.codes.to_numpy()]
+    else:
+        codes = known.get_indexer(series.astype(object))
     codes = codes.astype(np.float64)
     codes[codes < 0] = UNSEEN_CODE
     codes[missing] = np.nan

@@ -350,3 +350,14 @@ def test_numeric_frame_scores_exactly_as_its_array(blobs, scoring):
     on_array = VAEAnomalyDetector(**FAST, scoring=scoring).fit(np.asarray(frame))
     np.testing.assert_array_equal(on_frame.score_samples(frame), on_array.score_samples(blobs))
     assert on_frame.module_.config() == on_array.module_.config()
+
+
+def test_log_jacobian_counts_only_observed_gaussian_entries():
+    # Rescaling a column by 10 leaves the standardised model as it was and
+    # lowers each row's density by log 10 where that column is observed.
+    frame = mixed_frame()[["f", "i01", "c"]]
+    scaled = frame.assign(f=frame["f"] * 10.0)
+    base = VAEAnomalyDetector(**FAST).fit(frame).score_samples(frame)
+    moved = VAEAnomalyDetector(**FAST).fit(scaled).score_samples(scaled)
+    observed = frame["f"].notna().to_numpy()
+    np.testing.assert_allclose(moved - base, -np.log(10.0) * observed, atol=1e-3)
