@@ -4,7 +4,9 @@ recovery from a diverging loss and from Ctrl-C. No estimator imports."""
 from __future__ import annotations
 
 import math
+import signal
 import sys
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 
@@ -151,6 +153,40 @@ class _Weights:
                 tensor.copy_(saved)
 
 
+class _HeldInterrupts:
+    """Ctrl-C held back until the block ends, then raised.
+
+    An epoch's bookkeeping (the history, the best and last-good weight
+    snapshots) is then all done or not done: a KeyboardInterrupt landing
+    half-way left a loss curve longer than the validation curve, or a best
+    score recorded without its weights. Signal handlers can only be set from
+    the main thread, and only the default one is replaced.
+    """
+
+    def __init__(self, raise_pending=True):
+        self.raise_pending = raise_pending
+
+    def __enter__(self):
+        self.pending = False
+        self.previous = None
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self.previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum, frame):
+        self.pending = True
+
+    def __exit__(self, exc_type, exc, traceback):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.pending and exc_type is None and self.raise_pending:
+            raise KeyboardInterrupt
+        return False
+
+
 def _set_learning_rate(optimizer, learning_rate):
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
@@ -171,6 +207,26 @@ def _record_best(history, loss, validation_score, tol):
     if validation_score is not None:
         history.best_validation_score = max(previous, current)
     return current > previous, current > previous + tol
+
+
+def _end_of_epoch(history, loss, validation_score, settings, weights, best_state):
+    """Record a finished epoch; keep its weights when best. True: stop early."""
+    history.loss_curve.append(loss)
+    if validation_score is not None:
+        history.validation_scores.append(validation_score)
+    history.n_iter += 1
+    best, significant = _record_best(history, loss, validation_score, settings.tol)
+    warming_up = history.n_iter < settings.kl_warmup
+    if best or warming_up:
+        weights.save(best_state)
+    if significant or warming_up:
+        history.epochs_without_improvement = 0
+    else:
+        history.epochs_without_improvement += 1
+    if history.epochs_without_improvement >= settings.n_iter_no_change:
+        history.stopped_early = True
+        return True
+    return False
 
 
 def train(module, optimizer, x_train, x_val, settings, generator, history=None):
@@ -198,60 +254,67 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
         desc="skvae fit",
         unit="epoch",
     )
+    grad_enabled = torch.is_grad_enabled()
+    held = _HeldInterrupts()
     try:
         while epoch < settings.max_iter:
-            weights.save(good_state)
+            with held:
+                weights.save(good_state)
             beta = kl_weight(settings, history.n_iter)
             loss = _run_epoch(module, optimizer, x_train, settings, beta, generator)
             if not math.isfinite(loss):
-                retries += 1
-                if retries > MAX_DIVERGENCE_RETRIES:
+                with held:
+                    retries += 1
                     weights.load(good_state)
-                    raise TrainingDivergedError(
-                        "Training diverged: the loss became NaN or infinite "
-                        f"{retries} times, even after lowering the learning rate "
-                        f"to {history.learning_rate:.3g}. Scale the input or "
-                        "lower learning_rate_init."
-                    )
-                weights.load(good_state)
-                history.learning_rate /= DIVERGENCE_LR_FACTOR
-                optimizer.state.clear()
-                _set_learning_rate(optimizer, history.learning_rate)
+                    if retries > MAX_DIVERGENCE_RETRIES:
+                        raise TrainingDivergedError(
+                            "Training diverged: the loss became NaN or infinite "
+                            f"{retries} times, even after lowering the learning rate "
+                            f"to {history.learning_rate:.3g}. Scale the input or "
+                            "lower learning_rate_init."
+                        )
+                    history.learning_rate /= DIVERGENCE_LR_FACTOR
+                    optimizer.state.clear()
+                    _set_learning_rate(optimizer, history.learning_rate)
                 continue
             validation_score = (
                 mean_elbo(module, x_val, settings.trim_fraction) if x_val is not None else None
             )
-            history.loss_curve.append(loss)
-            if validation_score is not None:
-                history.validation_scores.append(validation_score)
-            history.n_iter += 1
-            epoch += 1
-            progress.update(1)
-            progress.set_postfix(
-                loss=f"{loss:.4g}",
-                **({} if validation_score is None else {"val_elbo": f"{validation_score:.4g}"}),
-            )
-            best, significant = _record_best(history, loss, validation_score, settings.tol)
-            warming_up = history.n_iter < settings.kl_warmup
-            if best or warming_up:
-                weights.save(best_state)
-            if significant or warming_up:
-                history.epochs_without_improvement = 0
-            else:
-                history.epochs_without_improvement += 1
-            if history.epochs_without_improvement >= settings.n_iter_no_change:
-                history.stopped_early = True
-                break
+            with held:
+                epoch += 1
+                progress.update(1)
+                progress.set_postfix(
+                    loss=f"{loss:.4g}",
+                    **({} if validation_score is None else {"val_elbo": f"{validation_score:.4g}"}),
+                )
+                if _end_of_epoch(history, loss, validation_score, settings, weights, best_state):
+                    break
     except KeyboardInterrupt:
         history.interrupted = True
+    except BaseException:
+        progress.close()
+        raise
+    # Training is over: a Ctrl-C from here on must not throw the model away.
+    # One landing before the handler is swapped is caught, and the wrap-up,
+    # which is idempotent, done again.
+    while True:
+        try:
+            with _HeldInterrupts(raise_pending=False) as final:
+                # An interrupt inside a torch context manager's __enter__
+                # can leave gradients switched off for the session.
+                torch.set_grad_enabled(grad_enabled)
+                progress.close()
+                weights.load(best_state)
+                module.eval()
+            break
+        except KeyboardInterrupt:
+            history.interrupted = True
+    history.interrupted = history.interrupted or final.pending
+    if history.interrupted:
         warnings.warn(
             f"Training interrupted after {history.n_iter} epochs; "
             "keeping the best weights seen so far.",
             RuntimeWarning,
             stacklevel=3,
         )
-    finally:
-        progress.close()
-    weights.load(best_state)
-    module.eval()
     return history

@@ -1,5 +1,8 @@
 """Extreme values, divergence, Ctrl-C, threads and determinism."""
 
+import functools
+import signal
+import sys
 import threading
 import warnings
 
@@ -216,3 +219,89 @@ def test_a_constant_column_standardises_to_zero_as_array_and_frame(value):
         frame_model.score_samples(pd.DataFrame(X, columns=list("abc"))),
     )
     assert np.isfinite(array_model.score_samples(X)).all()
+
+
+def _lines_of_training(fit):
+    """(function name, line) of each line ``_training.py`` runs during ``fit()``."""
+    lines = []
+
+    def local(frame, event, arg):
+        if event == "line":
+            lines.append((frame.f_code.co_name, frame.f_lineno))
+        return local
+
+    sys.settrace(lambda frame, event, arg: local if frame.f_code.co_filename == TRAINING else None)
+    try:
+        fit()
+    finally:
+        sys.settrace(None)
+    return lines
+
+
+def _fit_with_sigint_at(fit, position):
+    """``fit()`` with a real SIGINT sent at the ``position``-th line of _training.py."""
+    count = [0]
+
+    def local(frame, event, arg):
+        if event == "line":
+            count[0] += 1
+            if count[0] == position:
+                signal.raise_signal(signal.SIGINT)
+        return local
+
+    sys.settrace(lambda frame, event, arg: local if frame.f_code.co_filename == TRAINING else None)
+    try:
+        return fit()
+    finally:
+        sys.settrace(None)
+
+
+TRAINING = _training.__file__
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "raise_signal"), reason="needs signal.raise_signal")
+def test_ctrl_c_at_every_line_of_training_leaves_a_consistent_model():
+    """A real SIGINT at each line the training loop runs (2 epochs, ~360 lines).
+
+    fit either returns a model whose history, best score and weights agree
+    (the weights are those of a fit stopped after the best epoch), or, for an
+    interrupt before the first epoch or after the weights are restored,
+    raises KeyboardInterrupt and leaves the estimator unfitted. Never half
+    of an epoch's bookkeeping, and never gradients left switched off.
+    """
+    X = np.random.RandomState(0).normal(size=(40, 3))
+    params = {**FAST, "hidden_layer_sizes": (8,), "max_iter": 2}
+
+    def fit(estimator):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return estimator.fit(X)
+
+    lines = _lines_of_training(lambda: fit(VAEAnomalyDetector(**params)))
+    references = {}
+    returned = 0
+    for position, (function, _) in enumerate(lines, start=1):
+        estimator = VAEAnomalyDetector(**params)
+        try:
+            _fit_with_sigint_at(functools.partial(fit, estimator), position)
+        except KeyboardInterrupt:
+            assert not hasattr(estimator, "module_"), position
+            assert function not in {"_run_epoch", "mean_elbo", "_end_of_epoch", "_record_best"}
+            continue
+        finally:
+            assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled(), position
+        returned += 1
+        scores = estimator.validation_scores_
+        assert len(estimator.loss_curve_) == estimator.n_iter_ == len(scores), position
+        assert np.isfinite(estimator.score_samples(X)).all(), position
+        if not scores:
+            continue
+        best = int(np.argmax(scores))
+        assert estimator.best_validation_score_ == scores[best], position
+        if best not in references:
+            references[best] = fit(VAEAnomalyDetector(**{**params, "max_iter": best + 1}))
+        expected = references[best].module_.state_dict().values()
+        for got, want in zip(estimator.module_.state_dict().values(), expected, strict=True):
+            assert torch.equal(got, want), position
+    assert returned > 0.8 * len(lines)
