@@ -19,7 +19,7 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "adbench"
 RESULTS_DIR = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 # RESULTS.md is these fragments, in this order; each script rewrites its own.
-SECTIONS = ["quality", "ablation", "speed", "mixed_types"]
+SECTIONS = ["quality", "ablation", "speed", "mixed_types", "dask", "dask_incremental"]
 
 
 def set_threads(n_threads):

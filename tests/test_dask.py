@@ -157,3 +157,23 @@ def test_non_dask_input_is_refused_clearly(data):
 def test_skvae_imports_without_dask():
     code = "import skvae, sys; assert not any(m.startswith('dask') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_scaling_benchmark_runs_end_to_end(tmp_path):
+    """benchmarks/dask_scale.py on a few thousand rows (its own cluster)."""
+    from pathlib import Path
+
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(benchmarks))
+    try:
+        import dask_scale
+    finally:
+        sys.path.remove(str(benchmarks))
+    arguments = ["--rows", "4000", "--partitions", "4", "--features", "5", "--batch-size", "256"]
+    dask_scale.main([*arguments, "--compare-incremental", "--output", str(tmp_path)])
+    text = (tmp_path / "results" / "dask_incremental.md").read_text()
+    for step in ("write Parquet", "train: partial_fit_blocks", "score: decision_function"):
+        assert f"| {step}" in text
+    assert "| train: dask-ml Incremental" in text
+    assert "4,000 |" in text and "injected outliers" in text
+    assert "Scaling out on Dask" in (tmp_path / "RESULTS.md").read_text()
