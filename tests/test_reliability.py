@@ -305,3 +305,34 @@ def test_ctrl_c_at_every_line_of_training_leaves_a_consistent_model():
         for got, want in zip(estimator.module_.state_dict().values(), expected, strict=True):
             assert torch.equal(got, want), position
     assert returned > 0.8 * len(lines)
+
+
+def test_threads_score_mixed_tables_like_sequential_calls():
+    """The DataFrame path (categories, missing values) shares nothing either."""
+    rng = np.random.RandomState(0)
+
+    def table(n):
+        frame = pd.DataFrame(
+            {"a": rng.normal(size=n), "b": rng.normal(size=n), "c": rng.choice(["x", "y"], n)}
+        )
+        frame.loc[frame.index[::5], "a"] = np.nan
+        return frame
+
+    detector = VAEAnomalyDetector(**FAST).fit(table(200))
+    batches = [table(rng.randint(1, 200)) for _ in range(12)]
+    expected = [detector.score_samples(batch) for batch in batches]
+    results = [None] * len(batches)
+    barrier = threading.Barrier(len(batches))
+
+    def work(i):
+        barrier.wait()
+        for _ in range(3):
+            results[i] = detector.score_samples(batches[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
