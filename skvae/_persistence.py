@@ -327,6 +327,16 @@ def _estimator_classes():
     return {cls.__name__: cls for cls in (VAEAnomalyDetector, VAETransformer)}
 
 
+def _check_file_argument(file, method):
+    """TypeError unless ``file`` is a path or a binary file object with ``method``."""
+    if isinstance(file, (str, os.PathLike)) or hasattr(file, method):
+        if isinstance(file, io.TextIOBase):
+            raise TypeError("model files are binary: open the file with 'wb' or 'rb'")
+        return
+    hint = "; wrap bytes in io.BytesIO" if isinstance(file, (bytes, bytearray)) else ""
+    raise TypeError(f"expected a path or a binary file object, got {type(file).__name__}{hint}")
+
+
 def save(estimator, file):
     """Write a fitted estimator to ``file`` (a path or a binary file object).
 
@@ -357,11 +367,17 @@ def save(estimator, file):
         "params": _encode_params(estimator.get_params(deep=False)),
         "fitted": fitted,
     }
+    _check_file_argument(file, "write")
     if hasattr(file, "write"):
         _write(file, header, arrays)
         return
     path = os.fspath(file)
     folder = os.path.dirname(os.path.abspath(path))
+    # Checked first: otherwise the error names the temporary file.
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder; save() needs a file name")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"there is no folder {folder} to save {path} in")
     handle, temporary = tempfile.mkstemp(prefix=".skvae-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -408,6 +424,7 @@ def load(file, *, device="cpu"):
     """
     from ._base import _resolve_device
 
+    _check_file_argument(file, "read")
     device = _resolve_device(device)
     where = f"'{os.fspath(file)}'" if isinstance(file, (str, os.PathLike)) else "the file"
     try:

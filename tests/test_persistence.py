@@ -258,3 +258,26 @@ def test_non_model_files_are_a_clear_error(content, tmp_path):
 
 def test_model_file_error_is_a_value_error():
     assert issubclass(ModelFileError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "argument, error, message",
+    [
+        (None, TypeError, "expected a path or a binary file object, got NoneType"),
+        (123, TypeError, "got int"),
+        (b"model bytes", TypeError, "wrap bytes in io.BytesIO"),
+        (["model.skvae"], TypeError, "got list"),
+        (io.StringIO(), TypeError, "model files are binary"),
+        ("{tmp}", IsADirectoryError, "is a folder"),
+        ("{tmp}/no/such/folder/m.skvae", FileNotFoundError, "no/such/folder"),
+    ],
+)
+def test_bad_file_arguments_are_named(fitted, tmp_path, argument, error, message):
+    if isinstance(argument, str):
+        argument = argument.format(tmp=tmp_path)
+    with pytest.raises(error, match=message):
+        fitted["detector"].save(argument)
+    if error is TypeError:
+        with pytest.raises(error, match=message):
+            skvae.load(argument)
+    assert [p.name for p in tmp_path.iterdir()] == []
