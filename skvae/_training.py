@@ -105,7 +105,8 @@ def _batch_loss(row_losses, trim_fraction):
 
 
 def _run_epoch(module, optimizer, x_train, settings, beta, generator):
-    """One pass over ``x_train`` in a random order; returns the mean loss."""
+    """One pass over ``x_train`` in a random order; returns the mean loss,
+    or NaN when a loss or the weights left the finite range."""
     module.train()
     n = x_train.shape[0]
     order = torch.randperm(n, generator=generator, device="cpu").to(x_train.device)
@@ -125,6 +126,11 @@ def _run_epoch(module, optimizer, x_train, settings, beta, generator):
         torch.nn.utils.clip_grad_norm_(module.parameters(), MAX_GRAD_NORM)
         optimizer.step()
         total += loss.item() * batch.shape[0]
+    # A batch's loss is measured before its step: a step to non-finite
+    # weights would otherwise pass as a good epoch (and could be kept as the
+    # best one), so it counts as divergence.
+    if not all(torch.isfinite(parameter).all() for parameter in module.parameters()):
+        return math.nan
     return total / n
 
 

@@ -336,3 +336,26 @@ def test_threads_score_mixed_tables_like_sequential_calls():
         thread.join(timeout=60)
     for got, want in zip(results, expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("Estimator", [VAEAnomalyDetector, VAETransformer])
+def test_an_epoch_ending_with_non_finite_weights_counts_as_divergence(Estimator, monkeypatch):
+    """The loss of a batch is measured before its step: a step that throws
+    the weights to inf must not be kept as the best epoch's weights."""
+    X = np.random.RandomState(0).normal(size=(100, 3))
+    real_step = torch.optim.Adam.step
+    steps = {"n": 0}
+
+    def step(self, *args, **kwargs):
+        result = real_step(self, *args, **kwargs)
+        steps["n"] += 1
+        if steps["n"] == 2:  # the last batch of the first epoch (90 rows, 64 a batch)
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+        return result
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    estimator = Estimator(**{**FAST, "max_iter": 3}).fit(X)
+    assert estimator._history.learning_rate == pytest.approx(1e-3 / _training.DIVERGENCE_LR_FACTOR)
+    assert all(torch.isfinite(p).all() for p in estimator.module_.parameters())
+    assert np.isfinite(estimator.score_samples(X)).all()
