@@ -8,6 +8,7 @@ import datetime
 import os
 import platform
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,24 @@ RESULTS_DIR = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 # RESULTS.md is these fragments, in this order; each script rewrites its own.
 SECTIONS = ["quality", "ablation", "speed", "mixed_types", "dask", "dask_incremental"]
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def pin_threads(n_threads, script, argv, restart):
+    """Run this script with every thread pool sized ``n_threads`` from the start.
+
+    The pools read these variables when numpy and torch load, which has
+    already happened here, so with ``restart`` (run from the command line,
+    not called from Python) the script starts again with them set (once).
+    Without them, on a busy 2-core machine, BLAS threads left spinning by
+    numpy slowed torch's 2-thread scoring twentyfold in a fresh process.
+    """
+    if not restart or all(os.environ.get(name) == str(n_threads) for name in THREAD_VARIABLES):
+        return set_threads(n_threads)
+    env = {**os.environ, **{name: str(n_threads) for name in THREAD_VARIABLES}}
+    os.execve(sys.executable, [sys.executable, str(script), *argv], env)
 
 
 def set_threads(n_threads):

@@ -25,6 +25,7 @@ from _harness import (
     load_datasets,
     machine_lines,
     markdown_table,
+    pin_threads,
     pyod_available,
     set_threads,
     timed,
@@ -144,36 +145,62 @@ DETECTORS = [
 ]
 
 
-def run(datasets, detectors, seeds, log=print):
-    """One CSV row per (dataset, scorer, seed)."""
+def _fit_and_score(dataset, detector, seed, n_threads):
+    """CSV rows of one fit of ``detector`` on ``dataset``, one per scorer."""
+    set_threads(n_threads)  # again: a worker process starts with its own pools
+    name, X, y = dataset
+    model, fit_s = timed(detector.fit, X, seed)
     rows = []
-    for name, X, y in datasets:
-        for detector in detectors:
-            for seed in seeds if detector.seeded else [0]:
-                model, fit_s = timed(detector.fit, X, seed)
-                for label, scorer in detector.scorers.items():
-                    scores, score_s = timed(scorer, model, X)
-                    roc_auc, ap = evaluate(y, scores)
-                    rows.append(
-                        dict(
-                            dataset=name,
-                            n_samples=X.shape[0],
-                            n_features=X.shape[1],
-                            anomaly_rate=round(float(y.mean()), 4),
-                            detector=label,
-                            seed=seed,
-                            roc_auc=round(roc_auc, 4),
-                            average_precision=round(ap, 4),
-                            fit_s=round(fit_s, 3),
-                            score_s=round(score_s, 3),
-                            n_iter=getattr(model, "n_iter_", ""),
-                        )
-                    )
-                    log(
-                        f"{name:>14} {label:>22} seed={seed} roc_auc={roc_auc:.4f} "
-                        f"ap={ap:.4f} fit={fit_s:.1f}s score={score_s:.2f}s"
-                    )
+    for label, scorer in detector.scorers.items():
+        scores, score_s = timed(scorer, model, X)
+        roc_auc, ap = evaluate(y, scores)
+        rows.append(
+            dict(
+                dataset=name,
+                n_samples=X.shape[0],
+                n_features=X.shape[1],
+                anomaly_rate=round(float(y.mean()), 4),
+                detector=label,
+                seed=seed,
+                roc_auc=round(roc_auc, 4),
+                average_precision=round(ap, 4),
+                fit_s=round(fit_s, 3),
+                score_s=round(score_s, 3),
+                n_iter=getattr(model, "n_iter_", ""),
+            )
+        )
+        print(
+            f"{name:>14} {label:>22} seed={seed} roc_auc={roc_auc:.4f} "
+            f"ap={ap:.4f} fit={fit_s:.1f}s score={score_s:.2f}s",
+            flush=True,
+        )
     return rows
+
+
+def run(datasets, detectors, seeds, n_jobs=1, n_threads=1, peer_seeds=None):
+    """One CSV row per (dataset, scorer, seed), in dataset, detector, seed order.
+
+    ``n_jobs`` fits run at once in separate processes; results do not depend
+    on it (every fit is seeded), timings do. ``peer_seeds`` replaces
+    ``seeds`` for the seeded detectors that are not skvae's.
+    """
+    from joblib import Parallel, delayed
+
+    tasks = [
+        (dataset, detector, seed)
+        for dataset in datasets
+        for detector in detectors
+        for seed in (
+            (seeds if detector.key.startswith("skvae") or peer_seeds is None else peer_seeds)
+            if detector.seeded
+            else [0]
+        )
+    ]
+    results = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_and_score)(dataset, detector, seed, n_threads)
+        for dataset, detector, seed in tasks
+    )
+    return [row for rows in results for row in rows]
 
 
 def summarise(rows):
@@ -203,7 +230,13 @@ def report(rows, datasets, detectors, args, skipped, argv):
     lines += machine_lines(args.threads, __file__, argv)
     lines += [
         f"- Protocol: fit on all of X without labels, score the same X, compare with y "
-        f"(1 = anomaly). Seeded detectors: mean over seeds {', '.join(map(str, seeds))}.",
+        f"(1 = anomaly). Seeded detectors: mean over seeds {', '.join(map(str, seeds))}"
+        + (
+            f" (PyOD's deep models: seeds {', '.join(map(str, args.peer_seeds))})"
+            if args.peer_seeds
+            else ""
+        )
+        + f". {args.jobs} fit(s) at a time.",
         "",
     ]
     lines += [f"- **{d.key}**: {d.note}" for d in detectors]
@@ -315,6 +348,13 @@ def main(argv=None):
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of .npz files")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1, help="torch / BLAS threads")
+    parser.add_argument("--jobs", type=int, default=1, help="fits run at once (processes)")
+    parser.add_argument(
+        "--peer-seeds",
+        type=int,
+        nargs="+",
+        help="seeds for PyOD's deep models (default: --seeds)",
+    )
     parser.add_argument(
         "--detectors",
         nargs="+",
@@ -324,9 +364,10 @@ def main(argv=None):
     parser.add_argument(
         "--output", type=Path, default=HERE, help="folder for RESULTS.md and results/"
     )
-    argv = sys.argv[1:] if argv is None else list(argv)
+    from_command_line = argv is None
+    argv = sys.argv[1:] if from_command_line else list(argv)
     args = parser.parse_args(argv)
-    set_threads(args.threads)
+    pin_threads(args.threads, __file__, argv, restart=from_command_line)
 
     chosen, skipped = [], []
     for detector in DETECTORS:
@@ -337,7 +378,7 @@ def main(argv=None):
             continue
         chosen.append(detector)
     datasets = load_datasets(args.data)
-    rows = run(datasets, chosen, args.seeds)
+    rows = run(datasets, chosen, args.seeds, args.jobs, args.threads, args.peer_seeds)
     results_dir = args.output / "results"
     write_csv(results_dir / "quality.csv", rows)
     text = report(rows, datasets, chosen, args, skipped, argv)

@@ -12,14 +12,20 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 @pytest.fixture
-def quality():
+def benchmarks():
     sys.path.insert(0, str(BENCHMARKS))
     try:
+        import ablation
         import quality
 
-        yield quality
+        yield quality, ablation
     finally:
         sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture
+def quality(benchmarks):
+    return benchmarks[0]
 
 
 def _write_dataset(path, seed):
@@ -103,3 +109,29 @@ def test_mixed_types_benchmark_writes_its_own_section(tmp_path, mixed_types):
     results = (out / "RESULTS.md").read_text()
     assert "## Mixed column types and missing values" in results
     assert "native beats one-hot + impute in ROC-AUC on" in results
+
+
+def test_ablation_adds_its_section_beside_the_quality_one(tmp_path, benchmarks):
+    quality, ablation = benchmarks
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_dataset(data / "1_only.npz", 3)
+    out = tmp_path / "out"
+    quality.main(["--data", str(data), "--detectors", "iforest", "--output", str(out)])
+    ablation.main(
+        ["--data", str(data), "--seeds", "0", "1", "--variants", "default", "trim 0"]
+        + ["--output", str(out)]
+    )
+
+    with open(out / "results" / "ablation.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["detector"], r["seed"]) for r in rows] == [
+        ("default", "0"),
+        ("default", "1"),
+        ("trim 0", "0"),
+        ("trim 0", "1"),
+    ]
+    results = (out / "RESULTS.md").read_text()
+    # Both sections, quality first, whichever script ran last.
+    assert results.index("## Detection quality") < results.index("## Ablation")
+    assert "Mean ROC-AUC of the default for each seed" in results
