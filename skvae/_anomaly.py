@@ -12,7 +12,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _likelihoods, _persistence
 from ._base import SHARED_PARAMETERS_DOC, _BaseVAE, restore_state_on_failure
-from ._transformer import _posterior_mean
 from .conformal import conformal_pvalues
 
 # contamination="auto": Tukey's lower fence on the training scores.
@@ -394,8 +393,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         -------
         Z : ndarray of shape (n_samples, n_components)
         """
-        check_is_fitted(self)
-        return self._evaluate(self._validate_input(X, reset=False), _posterior_mean)
+        return self._latent_means(X)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for outliers.

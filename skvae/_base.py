@@ -244,6 +244,10 @@ def _adam_moments_to_torch(state, device):
     }
 
 
+def _posterior_mean(module, x):
+    return module.encode(x)[0]
+
+
 class _BaseVAE(BaseEstimator):
     """Shared parameters and machinery of the skvae estimators."""
 
@@ -644,6 +648,11 @@ class _BaseVAE(BaseEstimator):
     def _elbo(self, X):
         """Per-row ELBO of validated ``X``, in nats of the original units."""
         return self._evaluate_bound(X, _likelihoods.mc_elbo)
+
+    def _latent_means(self, X):
+        """Posterior means of the rows of ``X``: ``transform`` and ``embed``."""
+        check_is_fitted(self)
+        return self._evaluate(self._validate_input(X, reset=False), _posterior_mean)
 
     def score(self, X, y=None):
         """Mean ELBO of the rows of ``X``, in nats (higher is better).

@@ -12,10 +12,6 @@ from ._base import SHARED_PARAMETERS_DOC, _BaseVAE, restore_state_on_failure
 from ._likelihoods import sample_rows
 
 
-def _posterior_mean(module, x):
-    return module.encode(x)[0]
-
-
 def _decoder_mean(module, z):
     return module.decoder_mean(z)
 
@@ -118,8 +114,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _BaseVAE
         -------
         Z : ndarray of shape (n_samples, n_components)
         """
-        check_is_fitted(self)
-        return self._evaluate(self._validate_input(X, reset=False), _posterior_mean)
+        return self._latent_means(X)
 
     def inverse_transform(self, X):
         """Decoder means of latent points, in the original units.
