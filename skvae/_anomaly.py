@@ -224,9 +224,14 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
     def _fit(self, X, incremental=False):
         X, held_out = super()._fit(X, incremental)
         scores = self._score_samples(X)
-        self.offset_ = self._offset(scores)
-        self.calibration_scores_ = np.sort(scores if held_out is None else scores[held_out])
+        self._set_threshold(scores, scores if held_out is None else scores[held_out])
         return X, held_out
+
+    def _set_threshold(self, scores, calibration_scores):
+        """``offset_`` from ``scores`` by the ``contamination`` rule and the
+        sorted ``calibration_scores_`` behind the p-values."""
+        self.offset_ = self._offset(scores)
+        self.calibration_scores_ = np.sort(calibration_scores)
 
     def calibrate(self, X):
         """Set ``offset_`` and ``calibration_scores_`` from the rows of X.
@@ -261,8 +266,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         """
         check_is_fitted(self)
         scores = self.score_samples(X)
-        self.offset_ = self._offset(scores)
-        self.calibration_scores_ = np.sort(scores)
+        self._set_threshold(scores, scores)
         return self
 
     def _fitted_attributes(self):
