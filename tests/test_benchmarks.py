@@ -35,33 +35,50 @@ def _write_dataset(path, seed):
     np.savez(path, X=X, y=y)
 
 
-def test_quality_harness_writes_csv_and_results(tmp_path, quality):
+def _read(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_quality_harness_writes_both_settings_and_reruns_one_detector(tmp_path, quality):
     data = tmp_path / "data"
     data.mkdir()
     _write_dataset(data / "2_second.npz", 1)
     _write_dataset(data / "10_tenth.npz", 2)
     out = tmp_path / "out"
+    common = ["--data", str(data), "--large", "--seeds", "0", "--output", str(out)]
 
-    quality.main(
-        ["--data", str(data), "--seeds", "0", "--detectors", "iforest", "skvae"]
-        + ["--output", str(out)]
-    )
+    quality.main([*common, "--detectors", "iforest", "skvae", "--cap", "0"])
 
-    with open(out / "results" / "quality.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    # Datasets in ADBench's numeric order; three skvae scorings share one fit.
-    assert [r["dataset"] for r in rows[::4]] == ["second", "tenth"]
-    assert {r["detector"] for r in rows} == {
-        quality.DEFAULT_LABEL,
-        "skvae iwae",
-        "skvae reconstruction",
-        "IsolationForest",
+    rows = _read(out / "results" / "quality.csv")
+    # Setting, then datasets in ADBench's numeric order, then detector.
+    assert [(r["setting"], r["dataset"], r["detector"]) for r in rows] == [
+        (setting, name, label)
+        for setting in ("contaminated", "novelty")
+        for name in ("second", "tenth")
+        for label in (quality.DEFAULT_LABEL, "IsolationForest")
+    ]
+    assert all(float(r["roc_auc"]) > 0.95 and r["status"] == "ok" for r in rows)
+    # Novelty: fitted on half of the 150 normal rows, scores the rest and the 8 anomalies.
+    assert {(r["n_fit"], r["n_scored"]) for r in rows if r["setting"] == "novelty"} == {
+        ("75", "83")
     }
-    assert all(float(r["roc_auc"]) > 0.95 for r in rows)
     results = (out / "RESULTS.md").read_text()
-    assert "| **mean** |" in results
+    assert "#### ROC-AUC per dataset (novelty)" in results
     assert "--detectors iforest skvae" in results
-    assert "Highest mean ROC-AUC of every detector" in results
+    assert "Best mean rank: **" in results
+
+    # Rerunning one detector replaces its rows only; the others are kept as stored.
+    quality.main([*common, "--detectors", "iforest", "--settings", "novelty"])
+    again = _read(out / "results" / "quality.csv")
+    assert len(again) == len(rows)
+    for before, after in zip(rows, again, strict=True):
+        rerun = before["detector"] == "IsolationForest" and before["setting"] == "novelty"
+        assert (before["run"] != after["run"]) == rerun
+        assert before["roc_auc"] == after["roc_auc"]  # seeded: same numbers
+    results = (out / "RESULTS.md").read_text()
+    assert results.count("Run 20") == 2  # both runs described, each with its command
+    assert "--detectors iforest --settings novelty" in results
 
 
 def test_quality_harness_rejects_an_empty_folder(tmp_path, quality):
