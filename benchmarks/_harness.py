@@ -446,8 +446,9 @@ def _run_forked(tasks, n_jobs, n_threads, cpu_cap_s, collect, time_limit_s=None)
     imported libraries are inherited, not copied or re-imported)."""
     context = get_context("fork")
     pending, running = list(tasks), {}
-    # A process hung outside the CPU cap (waiting on a lock) is stopped too.
-    wall_cap_s = None if cpu_cap_s is None else 10 * cpu_cap_s
+    # A process hung outside the CPU cap (waiting on a lock) is stopped too;
+    # generously, since a loaded machine gives each process a small share.
+    wall_cap_s = None if cpu_cap_s is None else 30 * cpu_cap_s
     end = None if time_limit_s is None else time.perf_counter() + time_limit_s
     while pending or running:
         if end is not None and time.perf_counter() > end:
