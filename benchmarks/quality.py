@@ -249,7 +249,14 @@ def setting_report(rows, setting):
             for name in names
         ]
         body.append(
-            ["**mean**", "", "", "", "", *(f"**{summary[label][key]:.4f}**" for label in labels)]
+            [
+                "**mean**" if len(complete) == len(names) else f"**mean of {len(complete)}**",
+                "",
+                "",
+                "",
+                "",
+                *(f"**{summary[label][key]:.4f}**" for label in labels),
+            ]
         )
         lines += ["", f"#### {what} per dataset ({setting})", ""]
         lines.append(
