@@ -16,8 +16,10 @@ Why this format rather than the alternatives:
   (a JSON-like header and raw bytes) already does without one.
 
 Which attributes are stored, and how, is declared in one place:
-``_BaseVAE._fitted_attributes`` maps each fitted attribute to one of the
-codecs below.
+``FITTED_ATTRIBUTES`` maps each fitted attribute of each estimator to one of
+the codecs below. This module depends on the model it stores (the network,
+the column schema, the training history), never on the estimators: they
+call it, handing ``load`` the classes it may build.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ import zlib
 import numpy as np
 import torch
 
+from ._adam_state import ADAM_MOMENTS
+from ._columns import ColumnSchema
+from ._device import resolve_device
 from ._network import VAEModule
+from ._preprocessing import ColumnMoments
+from ._training import TrainingHistory
+from ._version import __version__
 
 FORMAT = "skvae-model"
 # Bump when a file written by this code could not be read by older code.
@@ -185,12 +193,10 @@ class AdamMoments(_Codec):
     """Adam's state per parameter index: a step count and two float32 moment
     arrays (``partial_fit`` continues from it)."""
 
-    MOMENTS = ("exp_avg", "exp_avg_sq")
-
     def _encode(self, name, value, arrays):
         steps = {}
         for index, entry in value.items():
-            for key in self.MOMENTS:
+            for key in ADAM_MOMENTS:
                 arrays[f"{name}.{index}.{key}"] = entry[key]
             steps[str(index)] = entry["step"]
         return steps
@@ -203,7 +209,7 @@ class AdamMoments(_Codec):
             if not index.isdigit() or not _is_number(step) or not 0 <= step < 2**53:
                 raise ValueError(f"has a bad entry {index!r:.20}: {step!r:.20}")
             entry = {"step": float(step)}
-            for key in self.MOMENTS:
+            for key in ADAM_MOMENTS:
                 array = _stored_array(f"{name}.{index}.{key}", f"{name}.{index}.{key}", arrays)
                 if array.dtype != np.float32 or not np.isfinite(array).all():
                     raise ValueError(f"{key} of parameter {index} is not finite float32")
@@ -227,6 +233,36 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+# The fitted attributes of each estimator and how they are stored. An
+# attribute that ``fit`` sets must be listed, or saved models lose it (a test
+# checks the two agree). ``device_`` is not stored: ``load`` chooses it.
+_SHARED_ATTRIBUTES = {
+    "n_features_in_": Int(),
+    "feature_names_in_": Strings(optional=True),
+    "mean_": Array(),
+    "scale_": Array(),
+    "module_": Module(),
+    "_seed": Int(),
+    "_history": ToDict(TrainingHistory),
+    "loss_curve_": Floats(),
+    "validation_scores_": Floats(nullable=True),
+    "best_loss_": Float(),
+    "best_validation_score_": Float(nullable=True),
+    "n_iter_": Int(),
+    "_moments": ToDict(ColumnMoments),
+    "column_schema_": ToDict(ColumnSchema),
+    "_optimizer_state": AdamMoments(),
+}
+FITTED_ATTRIBUTES = {
+    "VAETransformer": _SHARED_ATTRIBUTES,
+    "VAEAnomalyDetector": {
+        **_SHARED_ATTRIBUTES,
+        "offset_": Float(),
+        "calibration_scores_": Array(),
+    },
+}
 
 
 # ------------------------------------------------------------- parameters
@@ -319,14 +355,6 @@ def _check_version(header):
 
 
 # ------------------------------------------------------------ public API
-def _estimator_classes():
-    # Imported here: the estimator modules import this one.
-    from ._anomaly import VAEAnomalyDetector
-    from ._transformer import VAETransformer
-
-    return {cls.__name__: cls for cls in (VAEAnomalyDetector, VAETransformer)}
-
-
 def _check_file_argument(file, method):
     """TypeError unless ``file`` is a path or a binary file object with ``method``."""
     if isinstance(file, (str, os.PathLike)) or hasattr(file, method):
@@ -343,17 +371,18 @@ def save(estimator, file):
     Writing to a path goes through a temporary file in the same folder, so an
     interrupted save never leaves a half-written model under that name.
     """
-    from . import __version__
-
-    name = type(estimator).__name__
-    if _estimator_classes().get(name) is not type(estimator):
+    cls = type(estimator)
+    name = cls.__name__
+    # A subclass may hold state the table does not list, and load would
+    # build the parent class: refused.
+    if name not in FITTED_ATTRIBUTES or not cls.__module__.startswith(f"{__package__}."):
         raise TypeError(
-            f"save() supports {sorted(_estimator_classes())}, not {name}; "
+            f"save() supports {sorted(FITTED_ATTRIBUTES)}, not {name}; "
             "use pickle or joblib for subclasses."
         )
     arrays = {}
     fitted = {}
-    for attribute, codec in estimator._fitted_attributes().items():
+    for attribute, codec in FITTED_ATTRIBUTES[name].items():
         if not hasattr(estimator, attribute):
             if codec.optional:
                 continue
@@ -388,51 +417,25 @@ def save(estimator, file):
         raise
 
 
-def load(file, *, device="cpu"):
+def load(file, classes, *, device="cpu"):
     """Read an estimator written by ``save``; no code in the file is run.
 
-    Parameters
-    ----------
-    file : str, path-like or binary file object
-        A file written by ``VAEAnomalyDetector.save`` or
-        ``VAETransformer.save``.
-    device : {"cpu", "cuda", "auto"}, default="cpu"
-        Where to put the network.
-
-    Returns
-    -------
-    estimator : VAEAnomalyDetector or VAETransformer
-        Fitted, scoring exactly as the saved one did.
-
-    Raises
-    ------
-    ModelFileError
-        The file is not an skvae model file, is truncated or damaged, was
-        altered into something ``save`` would not write, or has a format
-        version this skvae cannot read. A subclass of ValueError.
-
-    Examples
-    --------
-    >>> import io, numpy as np, skvae
-    >>> X = np.random.RandomState(0).normal(size=(50, 3))
-    >>> detector = skvae.VAEAnomalyDetector(max_iter=3, random_state=0).fit(X)
-    >>> buffer = io.BytesIO()
-    >>> detector.save(buffer)
-    >>> loaded = skvae.load(io.BytesIO(buffer.getvalue()))
-    >>> bool(np.array_equal(loaded.score_samples(X), detector.score_samples(X)))
-    True
+    ``classes`` maps the estimator names a file may hold to the classes to
+    build; the caller passes it (``skvae.load`` all of them, a class's
+    ``load`` itself only). ``skvae.load`` documents the rest.
     """
-    from ._base import _resolve_device
-
     _check_file_argument(file, "read")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     where = f"'{os.fspath(file)}'" if isinstance(file, (str, os.PathLike)) else "the file"
     try:
         header, arrays = _read(file)
         _check_version(header)
-        cls = _estimator_classes().get(header.get("estimator"))
-        if cls is None:
-            raise ModelFileError(f"unknown estimator {header.get('estimator')!r:.100}")
+        name = header.get("estimator")
+        if name not in FITTED_ATTRIBUTES:
+            raise ModelFileError(f"unknown estimator {name!r:.100}")
+        if name not in classes:
+            raise ModelFileError(f"it holds a {name}, not a {' or a '.join(classes)}")
+        cls = classes[name]
         params = _decode_params(header.get("params"), cls().get_params(deep=False))
         estimator = cls(**params)
         try:
@@ -442,7 +445,7 @@ def load(file, *, device="cpu"):
         fitted = header.get("fitted")
         if not isinstance(fitted, dict):
             raise ModelFileError("it has no fitted attributes")
-        spec = estimator._fitted_attributes()
+        spec = FITTED_ATTRIBUTES[name]
         unknown = sorted(set(fitted) - set(spec))
         if unknown:
             raise ModelFileError(f"unknown fitted attributes {unknown}")
