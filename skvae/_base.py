@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _likelihoods, _persistence
-from ._adam_state import ADAM_MOMENTS, moments_to_numpy, moments_to_torch
+from ._adam_state import moments_to_numpy, moments_to_torch
 from ._columns import infer_schema, is_frame
 from ._device import resolve_device
 from ._network import ACTIVATIONS, ColumnLayout, VAEModule
@@ -665,12 +665,13 @@ class _BaseVAE(BaseEstimator):
             raise ValueError(f"feature_names_in_ must hold {n} names")
         if self._moments.mean.shape != (n,):
             raise ValueError(f"the column moments must hold {n} values")
-        parameters = list(self.module_.parameters())
-        for index, entry in self._optimizer_state.items():
-            if index >= len(parameters) or any(
-                entry[key].shape != tuple(parameters[index].shape) for key in ADAM_MOMENTS
-            ):
-                raise ValueError(f"the optimizer state of parameter {index} does not fit")
+        mean, scale = self._scaling(self._moments)
+        if not (np.array_equal(mean, self.mean_) and np.array_equal(scale, self.scale_)):
+            raise ValueError("mean_ and scale_ are not those of the stored column moments")
+        if len(self.loss_curve_) != self.n_iter_:
+            raise ValueError(f"loss_curve_ must hold n_iter_={self.n_iter_} values")
+        if (self.validation_scores_ is None) != (self.best_validation_score_ is None):
+            raise ValueError("validation_scores_ and best_validation_score_ go together")
 
     def save(self, path):
         """Write the fitted estimator to a model file that ``skvae.load`` reads.
