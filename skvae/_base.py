@@ -672,6 +672,12 @@ class _BaseVAE(BaseEstimator):
             raise ValueError(f"loss_curve_ must hold n_iter_={self.n_iter_} values")
         if (self.validation_scores_ is None) != (self.best_validation_score_ is None):
             raise ValueError("validation_scores_ and best_validation_score_ go together")
+        for categories in schema.categories:
+            if categories is not None and (
+                not all(isinstance(c, (str, int, float)) for c in categories)
+                or len(set(categories)) != len(categories)
+            ):
+                raise ValueError("the categories of a column must be distinct plain values")
 
     def save(self, path):
         """Write the fitted estimator to a model file that ``skvae.load`` reads.

@@ -386,11 +386,14 @@ class _Arrays:
                     f"the array {key!r} is malformed: it holds {found_dtype} of shape "
                     f"{found}; the model needs {np.dtype(dtype)} of shape {shape}"
                 )
-            buffer = bytearray(math.prod(shape) * found_dtype.itemsize)
-            if stream.tell() + len(buffer) != info.file_size:
+            size = math.prod(shape) * found_dtype.itemsize
+            # Checked before the allocation: the member's declared size is
+            # within the limit, the header's shape need not be.
+            if stream.tell() + size != info.file_size:
                 raise ValueError(
                     f"the array {key!r} is malformed: its size disagrees with its header"
                 )
+            buffer = bytearray(size)
             view = memoryview(buffer)
             while view:
                 count = stream.readinto(view)
@@ -559,7 +562,7 @@ def _build(header, arrays, classes, device):
     """The estimator a model file's header and arrays describe."""
     _check_version(header)
     name = header.get("estimator")
-    if name not in FITTED_ATTRIBUTES:
+    if not isinstance(name, str) or name not in FITTED_ATTRIBUTES:
         raise ModelFileError(f"unknown estimator {name!r:.100}")
     if name not in classes:
         raise ModelFileError(f"it holds a {name}, not a {' or a '.join(classes)}")
@@ -585,8 +588,12 @@ def _build(header, arrays, classes, device):
             raise ModelFileError(f"the fitted attribute {attribute} is missing")
         try:
             loaded[attribute] = codec.decode(attribute, fitted[attribute], arrays, loaded)
-        except (TypeError, ValueError, KeyError, RuntimeError) as error:
+        except (TypeError, ValueError) as error:
             raise ModelFileError(f"the fitted attribute {attribute} {error}") from error
+        except Exception as error:  # KeyError, OverflowError, MemoryError, ...
+            raise ModelFileError(
+                f"the fitted attribute {attribute} cannot be read ({type(error).__name__}: {error})"
+            ) from error
     if arrays.unread:
         raise ModelFileError(
             f"unexpected member {ARRAY_PREFIX}{sorted(arrays.unread)[0]}.npy: save never writes it"
