@@ -20,6 +20,7 @@ from skvae import ModelFileError, VAEAnomalyDetector, _persistence
 from skvae._training import TrainingHistory
 
 from .conftest import FAST
+from .test_persistence import set_in
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHT = "arrays/module_.encoder.0.weight.npy"
@@ -52,17 +53,6 @@ def rewritten(data, header=None, members=None, extra=(), compression=zipfile.ZIP
         for name, content in extra:
             target.writestr(name, content)
     return out.getvalue()
-
-
-def changed(*path, to):
-    def change(header):
-        target = header
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = to
-        return header
-
-    return change
 
 
 def npy(array=None, *, declared=None, data=b""):
@@ -203,7 +193,7 @@ def test_adam_moments_are_checked_against_their_parameter(model):
 def test_more_layers_than_arrays_is_refused_before_building_them(model):
     data, _ = model
     layers = [1] * 20_000
-    change = changed("fitted", "module_", "config", "hidden_layer_sizes", to=layers)
+    change = set_in(["fitted", "module_", "config", "hidden_layer_sizes"], layers)
     with pytest.raises(ModelFileError, match="more layers than the file has arrays"):
         load_quickly(rewritten(data, header=change))
 
@@ -245,7 +235,7 @@ def test_training_history_refuses_curves_that_disagree_with_n_iter():
 def test_learning_rate_fast_is_refused_by_load(model):
     """It used to load, and partial_fit then failed inside torch."""
     data, _ = model
-    change = changed("fitted", "_history", "learning_rate", to="fast")
+    change = set_in(["fitted", "_history", "learning_rate"], "fast")
     with pytest.raises(ModelFileError, match="_history learning_rate holds 'fast'"):
         load_quickly(rewritten(data, header=change))
 
@@ -267,19 +257,19 @@ def test_learning_rate_fast_is_refused_by_load(model):
 def test_stored_values_out_of_range_are_refused(model, path, value, message):
     data, _ = model
     with pytest.raises(ModelFileError, match=message):
-        load_quickly(rewritten(data, header=changed("fitted", *path, to=value)))
+        load_quickly(rewritten(data, header=set_in(["fitted", *path], value)))
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
         # n_features_in_ against the weights and the column schema.
-        (changed("fitted", "n_features_in_", to=3), r"mean_.*shape \(3,\)"),
-        (changed("fitted", "column_schema_", "kinds", 0, to="bernoulli"), "network"),
-        (changed("fitted", "column_schema_", "categories", 1, to=["x", "x"]), "distinct"),
-        (changed("fitted", "_moments", "mean", 0, to=5.0), "column moments"),
-        (changed("fitted", "n_iter_", to=3), "n_iter_=3"),
-        (changed("fitted", "validation_scores_", to=None), "go together"),
+        (set_in(["fitted", "n_features_in_"], 3), r"mean_.*shape \(3,\)"),
+        (set_in(["fitted", "column_schema_", "kinds", 0], "bernoulli"), "network"),
+        (set_in(["fitted", "column_schema_", "categories", 1], ["x", "x"]), "distinct"),
+        (set_in(["fitted", "_moments", "mean", 0], 5.0), "column moments"),
+        (set_in(["fitted", "n_iter_"], 3), "n_iter_=3"),
+        (set_in(["fitted", "validation_scores_"], None), "go together"),
     ],
 )
 def test_stored_values_that_disagree_are_refused(model, change, message):
@@ -315,13 +305,13 @@ def as_text(change):
         # json.loads runs out of stack: RecursionError.
         (nested, "too deeply nested"),
         # An unhashable estimator name: TypeError from a dict lookup.
-        (as_text(changed("estimator", to=["VAEAnomalyDetector"])), "unknown estimator"),
+        (as_text(set_in(["estimator"], ["VAEAnomalyDetector"])), "unknown estimator"),
         # A layout the network's constructor chokes on: AttributeError.
-        (as_text(changed("fitted", "module_", "config", "layout", to="x")), "module_"),
+        (as_text(set_in(["fitted", "module_", "config", "layout"], "x")), "module_"),
         # A count beyond int64: OverflowError.
-        (as_text(changed("fitted", "_moments", "count", to=[10**30, 1])), "_moments"),
+        (as_text(set_in(["fitted", "_moments", "count"], [10**30, 1])), "_moments"),
         # The random state without its key: KeyError.
-        (as_text(changed("params", "random_state", to={"other": 1})), "random_state"),
+        (as_text(set_in(["params", "random_state"], {"other": 1})), "random_state"),
     ],
 )
 def test_no_bare_exception_escapes_load(model, header_text, message):
@@ -358,7 +348,7 @@ def test_every_header_value_replaced_by_junk_is_a_model_file_error_or_loads_and_
         if path[0] == "params":
             continue  # parameters are validated as set_params does
         for value in junk:
-            modified = rewritten(data, header=changed(*path, to=value))
+            modified = rewritten(data, header=set_in(path, value))
             tried += 1
             try:
                 loaded = skvae.load(io.BytesIO(modified))
