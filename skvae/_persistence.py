@@ -529,33 +529,36 @@ def load(file, classes, *, device="cpu"):
     _check_file_argument(file, "read")
     device = resolve_device(device)
     where = f"'{os.fspath(file)}'" if isinstance(file, (str, os.PathLike)) else "the file"
-    try:
-        with _opened(file) as (header, arrays):
-            estimator = _build(header, arrays, classes, device)
-    except ModelFileError as error:
-        raise ModelFileError(f"Cannot load {where}: {error}") from error.__cause__
-    except OSError:
-        raise  # the file could not be read (not found, permissions): not its content
-    except (
-        zipfile.BadZipFile,
-        zlib.error,
-        EOFError,
-        UnicodeDecodeError,
-        NotImplementedError,  # a compression method zipfile does not know
-    ) as error:
-        raise ModelFileError(
-            f"Cannot load {where}: it is not a readable skvae model file ({error})"
-        ) from error
-    except (MemoryError, RecursionError) as error:
-        raise ModelFileError(
-            f"Cannot load {where}: it is too large or too deeply nested to read "
-            f"({type(error).__name__})"
-        ) from error
-    except Exception as error:  # bad JSON, and anything a check above missed
-        raise ModelFileError(
-            f"Cannot load {where}: its content is malformed ({type(error).__name__}: {error})"
-        ) from error
-    return estimator
+    with contextlib.ExitStack() as stack:
+        if isinstance(file, (str, os.PathLike)):
+            # Opened here: a missing or unreadable path is an OSError, while
+            # one from reading the content (a crafted offset) is a bad file.
+            file = stack.enter_context(open(file, "rb"))
+        try:
+            with _opened(file) as (header, arrays):
+                return _build(header, arrays, classes, device)
+        except ModelFileError as error:
+            raise ModelFileError(f"Cannot load {where}: {error}") from error.__cause__
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            OSError,
+            UnicodeDecodeError,
+            NotImplementedError,  # a compression method zipfile does not know
+        ) as error:
+            raise ModelFileError(
+                f"Cannot load {where}: it is not a readable skvae model file ({error})"
+            ) from error
+        except (MemoryError, RecursionError) as error:
+            raise ModelFileError(
+                f"Cannot load {where}: it is too large or too deeply nested to read "
+                f"({type(error).__name__})"
+            ) from error
+        except Exception as error:  # bad JSON, and anything a check above missed
+            raise ModelFileError(
+                f"Cannot load {where}: its content is malformed ({type(error).__name__}: {error})"
+            ) from error
 
 
 def _build(header, arrays, classes, device):

@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -358,3 +359,17 @@ def test_every_header_value_replaced_by_junk_is_a_model_file_error_or_loads_and_
             loaded.predict(frame)
             loaded.partial_fit(frame)
     assert tried > 150
+
+
+def test_a_crafted_zip_offset_is_a_model_file_error_not_an_os_error(model, tmp_path):
+    """The central directory moved past its place makes every member's offset
+    negative: seeking there is an OSError, which for a path load used to
+    pass on as if the file could not be opened."""
+    data = bytearray(model[0])
+    end = data.rfind(b"PK\x05\x06")
+    (start,) = struct.unpack_from("<I", data, end + 16)
+    struct.pack_into("<I", data, end + 16, start + 1000)
+    path = tmp_path / "offset.skvae"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="offset.skvae': it is not a readable"):
+        skvae.load(path)

@@ -117,6 +117,15 @@ def test_class_load_checks_the_class(fitted):
         VAETransformer.load(io.BytesIO(data))
 
 
+def test_subclass_save_is_refused(fitted):
+    class Detector(VAEAnomalyDetector):
+        pass
+
+    subclass = Detector(**FAST).fit(fitted["frame"])
+    with pytest.raises(TypeError, match="not Detector; use pickle or joblib for subclasses"):
+        subclass.save(io.BytesIO())
+
+
 def test_unfitted_save_is_refused(tmp_path):
     with pytest.raises(NotFittedError):
         VAEAnomalyDetector().save(tmp_path / "x.skvae")
