@@ -24,6 +24,7 @@ import io
 import lzma
 import re
 import tarfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,7 +206,9 @@ def _read_excel(path, sheet, decimal, thousands):
         with pd.ExcelFile(path, engine="openpyxl") as workbook:
             sheets = tuple(str(name) for name in workbook.sheet_names)
             chosen = _sheet(path, sheet, sheets)
-            frame = workbook.parse(chosen, decimal=decimal or ".", thousands=thousands)
+            frame = pd.read_excel(
+                workbook, sheet_name=chosen, decimal=decimal or ".", thousands=thousands
+            )
     except ReadError:
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
@@ -279,9 +282,18 @@ def _read_text(path, encoding, sep, decimal, thousands):
 
 def _read_csv(path, encoding, options):
     try:
-        return pd.read_csv(path, encoding=encoding, **options)
+        # index_col=False: a row wider than the header is an error, not an
+        # index pandas would build from the row's first fields in silence.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, encoding=encoding, index_col=False, **options)
     except UnicodeDecodeError:
         raise
+    except pd.errors.ParserWarning as error:
+        raise ReadError(
+            f"cannot read {path} as CSV separated by {options['sep']!r}: a row has more "
+            f"fields than the header; {_try_other_separators(options['sep'])}"
+        ) from error
     except ImportError as error:  # .zst without zstandard
         raise ReadError(
             f"reading {path} needs {error.name or 'a package'}: {_first_line(error)}"
@@ -290,12 +302,17 @@ def _read_csv(path, encoding, options):
         raise ReadError(f"cannot read {path} as CSV: it is empty") from error
     except pd.errors.ParserError as error:
         reason = _first_line(error).replace("Error tokenizing data. C error: ", "")
-        others = " or ".join(f"--sep {s!r}" for s in SEPARATORS if s != options["sep"])
         raise ReadError(
-            f"cannot read {path} as CSV separated by {options['sep']!r}: {reason}; try {others}"
+            f"cannot read {path} as CSV separated by {options['sep']!r}: {reason}; "
+            f"{_try_other_separators(options['sep'])}"
         ) from error
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, tarfile.TarError) as error:
         raise ReadError(f"cannot read {path} as CSV: {_first_line(error)}") from error
+
+
+def _try_other_separators(sep):
+    others = " or ".join(f"--sep {other!r}" for other in SEPARATORS if other != sep)
+    return f"try {others}, or fix the row"
 
 
 def _head(path):
