@@ -248,18 +248,10 @@ def _read_text(path, encoding, sep, decimal, thousands):
                 f"cannot read {path}: unknown encoding {encoding!r}; "
                 "try --encoding utf-8 or --encoding cp1252"
             ) from error
-    text = _decode_sample(sample, encoding, complete)
-    skip = 0
-    declared = re.match(r"sep=(.)\r?\n", text)  # Excel's "sep=;" first line
-    if declared:
-        skip, text = 1, text[declared.end() :]
-        sep = sep or declared.group(1)
-    if sep is None:
-        sep = _sniff_separator(text)
-    if decimal is None and sep != "," and thousands is None:
-        decimal = _decimal_mark(text, sep)
-    options = dict(sep=sep, decimal=decimal or ".", thousands=thousands, skiprows=skip)
     try:
+        text = _decode_sample(sample, encoding, complete)
+        sep, decimal, skip = _layout(text, sep, decimal, thousands)
+        options = dict(sep=sep, decimal=decimal or ".", thousands=thousands, skiprows=skip)
         try:
             frame = _read_csv(path, encoding, options)
         except UnicodeDecodeError:
@@ -269,15 +261,30 @@ def _read_text(path, encoding, sep, decimal, thousands):
                 raise
             encoding = "cp1252"
             frame = _read_csv(path, encoding, options)
-    except UnicodeDecodeError as error:
+    except UnicodeError as error:  # UTF-16 without a BOM raises the parent class
         raise ReadError(
             f"cannot read {path} as {ENCODING_NAMES.get(encoding, encoding)} text: "
-            f"{error.reason}; try {_other_encoding(encoding)}"
+            f"{getattr(error, 'reason', error)}; try {_other_encoding(encoding)}"
         ) from error
     reading = Reading(
         str(path), "CSV", encoding=encoding, separator=sep, decimal=decimal, thousands=thousands
     )
     return frame, reading
+
+
+def _layout(text, sep, decimal, thousands):
+    """The separator, decimal mark and lines to skip, each as given or
+    decided from the sample ``text``."""
+    skip = 0
+    declared = re.match(r"sep=(.)\r?\n", text)  # Excel's "sep=;" first line
+    if declared:
+        skip, text = 1, text[declared.end() :]
+        sep = sep or declared.group(1)
+    if sep is None:
+        sep = _sniff_separator(text)
+    if decimal is None and sep != "," and thousands is None:
+        decimal = _decimal_mark(text, sep)
+    return sep, decimal, skip
 
 
 def _read_csv(path, encoding, options):
@@ -287,7 +294,7 @@ def _read_csv(path, encoding, options):
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
             return pd.read_csv(path, encoding=encoding, index_col=False, **options)
-    except UnicodeDecodeError:
+    except UnicodeError:
         raise
     except pd.errors.ParserWarning as error:
         raise ReadError(

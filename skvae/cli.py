@@ -68,6 +68,18 @@ _contamination = _option_type(
 _fdr = _option_type(float, lambda value: 0.0 < value < 1.0, "a number in (0, 1)")
 _positive_int = _option_type(int, lambda value: value >= 1, "a positive integer")
 _count = _option_type(int, lambda value: value >= 0, "a whole number, 0 or more")
+# What a shell passes for a tab: '\t' arrives as a backslash and a t.
+_TAB_NAMES = {"\\t", "tab", "TAB"}
+_separator = _option_type(
+    lambda text: "\t" if text in _TAB_NAMES else text,
+    lambda value: len(value) == 1 and value not in '\n\r"',
+    "one character, such as ';' or '\\t'",
+)
+_mark = _option_type(
+    str,
+    lambda value: len(value) == 1 and not value.isalnum() and value not in '\n\r"',
+    "one character that is not a letter or digit, such as ',' or '.'",
+)
 
 
 def _add_reading_options(parser):
@@ -81,18 +93,21 @@ def _add_reading_options(parser):
     )
     reading.add_argument(
         "--sep",
+        type=_separator,
         metavar="CHAR",
         help="field separator of a CSV file, such as ';' or '\\t' (default: the one of "
         "',' ';' tab '|' that splits every line alike)",
     )
     reading.add_argument(
         "--decimal",
+        type=_mark,
         metavar="CHAR",
         help="decimal mark of the numbers in the file (default '.'; ',' in a file not "
         "separated by commas when its numbers are written 1,5)",
     )
     reading.add_argument(
         "--thousands",
+        type=_mark,
         metavar="CHAR",
         help="thousands separator of the numbers in the file, such as ',' or '.' "
         "(default: none; formatted numbers are recognised when the columns are typed)",
@@ -352,6 +367,8 @@ def _warn_if_fdr_cannot_flag(n_calibration, n_rows, fdr):
 def top_outliers(detector, X, result, n):
     """The ``n`` lowest-scoring rows with their largest feature contributions."""
     top = result.nsmallest(n, "score")
+    if top.empty:  # --top 0
+        return top.drop(columns=["missing"]).assign(most_anomalous_features=[])
     contributions = np.asarray(detector.feature_contributions(X.iloc[top.index]))
     names = list(X.columns)
     described = []

@@ -218,3 +218,17 @@ def test_a_warning_points_at_the_callers_line():
     pipeline = make_pipeline(StandardScaler(), detector)
     caught = convergence_warnings(lambda: pipeline.fit(X))
     assert [w.filename for w in caught] == [__file__]
+
+
+@pytest.mark.parametrize("written", ["\\t", "tab", "\t"])
+def test_sep_takes_a_tab_as_a_shell_passes_it(tmp_path, capsys, written):
+    path = tmp_path / "data.txt"
+    frame = pd.DataFrame(np.random.RandomState(0).normal(size=(40, 2)), columns=["x,1", "y"])
+    frame.to_csv(path, sep="\t", index=False)
+    assert main(["detect", str(path), "--sep", written, "--max-iter", "2", "--top", "0"]) == 0
+    assert f"read {path}: 40 rows x 2 columns (encoding utf-8, separator '\\t')" in (
+        capsys.readouterr().out
+    )
+    with pytest.raises(SystemExit):
+        main(["detect", str(path), "--sep", "ab"])
+    assert "--sep: must be one character" in capsys.readouterr().err
