@@ -71,6 +71,7 @@ class Reading:
     thousands: str | None = None
     sheet: str | None = None
     sheets: tuple[str, ...] = ()
+    note: str | None = None  # what the user should know and could not be decided
 
     def describe(self, frame: pd.DataFrame) -> str:
         """One line: ``read data.csv: 344 rows x 9 columns (encoding cp1252, ...)``."""
@@ -90,6 +91,8 @@ class Reading:
             if len(self.sheets) > 1:
                 sheet += f" of {len(self.sheets)} (--sheet reads another)"
             details.append(sheet)
+        if self.note is not None:
+            details.append(self.note)
         n_rows, n_columns = frame.shape
         return f"read {self.path}: {n_rows} rows x {n_columns} columns ({', '.join(details)})"
 
@@ -250,7 +253,7 @@ def _read_text(path, encoding, sep, decimal, thousands):
             ) from error
     try:
         text = _decode_sample(sample, encoding, complete)
-        sep, decimal, skip = _layout(text, sep, decimal, thousands)
+        sep, decimal, skip, note = _layout(text, sep, decimal, thousands)
         options = dict(sep=sep, decimal=decimal or ".", thousands=thousands, skiprows=skip)
         try:
             frame = _read_csv(path, encoding, options)
@@ -267,15 +270,21 @@ def _read_text(path, encoding, sep, decimal, thousands):
             f"{getattr(error, 'reason', error)}; try {_other_encoding(encoding)}"
         ) from error
     reading = Reading(
-        str(path), "CSV", encoding=encoding, separator=sep, decimal=decimal, thousands=thousands
+        str(path),
+        "CSV",
+        encoding=encoding,
+        separator=sep,
+        decimal=decimal,
+        thousands=thousands,
+        note=note,
     )
     return frame, reading
 
 
 def _layout(text, sep, decimal, thousands):
     """The separator, decimal mark and lines to skip, each as given or
-    decided from the sample ``text``."""
-    skip = 0
+    decided from the sample ``text``, and a note on what was left undecided."""
+    skip, note = 0, None
     declared = re.match(r"sep=(.)\r?\n", text)  # Excel's "sep=;" first line
     if declared:
         skip, text = 1, text[declared.end() :]
@@ -283,8 +292,8 @@ def _layout(text, sep, decimal, thousands):
     if sep is None:
         sep = _sniff_separator(text)
     if decimal is None and sep != "," and thousands is None:
-        decimal = _decimal_mark(text, sep)
-    return sep, decimal, skip
+        decimal, note = _decimal_mark(text, sep)
+    return sep, decimal, skip, note
 
 
 def _read_csv(path, encoding, options):
@@ -422,13 +431,19 @@ def _rows(text, sep):
 
 def _decimal_mark(text, sep):
     """',' when some value is a decimal comma and none reads as thousands
-    groups; '.' otherwise (text such as "3,750" then stays text)."""
+    groups; else None (the default '.': text such as "3,750" stays text).
+    Second, a note for the user when both kinds of value appear."""
     cells = [cell for row in _rows(text, sep)[1:] for cell in row if "," in cell]
-    if any(_THOUSANDS_GROUPS.search(cell) for cell in cells):
-        return None
-    if any(_DECIMAL_COMMA.fullmatch(cell) for cell in cells):
-        return ","
-    return None
+    grouped = next((cell for cell in cells if _THOUSANDS_GROUPS.search(cell)), None)
+    decimal = next((cell for cell in cells if _DECIMAL_COMMA.fullmatch(cell)), None)
+    if decimal is None:
+        return None, None
+    if grouped is None:
+        return ",", None
+    return None, (
+        f"decimal mark undecided: both {decimal.strip()!r} and {grouped.strip()!r} appear, "
+        "so such values stay text; --decimal ',' or --thousands ',' decides"
+    )
 
 
 def _first_line(error):

@@ -129,6 +129,10 @@ def test_thousands_groups_veto_the_decimal_comma(tmp_path):
     frame, reading = read_table(path)
     assert reading.decimal is None
     assert frame["a"].tolist() == ["1,5", "2,5"]
+    assert reading.describe(frame).endswith(
+        "separator ';', decimal mark undecided: both '1,5' and '1,250,000' appear, "
+        "so such values stay text; --decimal ',' or --thousands ',' decides)"
+    )
     frame, _ = read_table(path, decimal=",")
     assert frame["a"].tolist() == [1.5, 2.5]
 
