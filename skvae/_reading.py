@@ -291,7 +291,7 @@ def _layout(text, sep, decimal, thousands):
         sep = sep or declared.group(1)
     if sep is None:
         sep = _sniff_separator(text)
-    if decimal is None and sep != "," and thousands is None:
+    if decimal is None and sep != "," and thousands != ",":
         decimal, note = _decimal_mark(text, sep)
     return sep, decimal, skip, note
 

@@ -271,3 +271,12 @@ def test_archives_and_other_formats_fail_in_one_line(tmp_path):
         with pytest.raises(ReadError, match=expected) as error:
             read_table(path, **options)
         assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_thousands_dots_and_decimal_commas_as_a_european_export(tmp_path):
+    path = tmp_path / "europe.csv"
+    path.write_text("masse;prix\n5.012;1.324,02\n60.000;999,5\n", encoding="cp1252")
+    frame, reading = read_table(path, thousands=".")
+    assert (reading.decimal, reading.thousands) == (",", ".")
+    assert frame["masse"].tolist() == [5012, 60000]
+    assert frame["prix"].tolist() == [1324.02, 999.5]
