@@ -500,17 +500,22 @@ def cli_model(tmp_path_factory):
     return folder
 
 
+def cli_answers_file_clearly(cli_model, command, data, options=()):
+    """``skvae detect`` (or ``score`` with the module's model) on ``data``."""
+    output = cli_model / "scores.csv"
+    if command == "detect":
+        argv = ["detect", str(data), "--quiet", "--max-iter", "2", "--output", str(output)]
+    else:
+        argv = ["score", str(cli_model / "model.skvae"), str(data), "--output", str(output)]
+    assert_cli_answers_clearly(command, [*argv, *options], output)
+
+
 @pytest.mark.parametrize("command", ["detect", "score"])
 def test_cli_answers_malformed_files_with_one_line(cli_model, command):
     def body(_, content):
         data = cli_model / f"data-{command}.csv"
         data.write_bytes(content)
-        output = cli_model / "scores.csv"
-        if command == "detect":
-            argv = ["detect", str(data), "--quiet", "--max-iter", "2", "--output", str(output)]
-        else:
-            argv = ["score", str(cli_model / "model.skvae"), str(data), "--output", str(output)]
-        assert_cli_answers_clearly(command, argv, output)
+        cli_answers_file_clearly(cli_model, command, data)
 
     run_property(body, command, FILES, 60, None)
 
@@ -588,12 +593,7 @@ def test_cli_answers_messy_files_and_reading_options_with_one_line(cli_model, co
         suffix, content, options = case
         data = cli_model / f"messy-{command}{suffix}"
         data.write_bytes(content)
-        output = cli_model / "scores.csv"
-        if command == "detect":
-            argv = ["detect", str(data), "--quiet", "--max-iter", "2", "--output", str(output)]
-        else:
-            argv = ["score", str(cli_model / "model.skvae"), str(data), "--output", str(output)]
-        assert_cli_answers_clearly(command, argv + options, output)
+        cli_answers_file_clearly(cli_model, command, data, options)
         data.unlink()
 
     run_property(body, command, messy_files(), 30, None)

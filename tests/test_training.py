@@ -1,5 +1,6 @@
 """The training loop: early stopping, warm start, divergence, interruption, verbosity."""
 
+import sys
 import warnings
 
 import numpy as np
@@ -115,7 +116,9 @@ def test_keyboard_interrupt_keeps_best_weights(blobs, monkeypatch):
     assert np.isfinite(detector.score_samples(blobs)).all()
 
 
-def test_verbose_shows_progress_with_loss(blobs, capsys):
+def test_verbose_shows_progress_with_loss(blobs, capsys, monkeypatch):
+    # The bar is drawn only on a terminal (tests/test_cli_polish.py checks both ways).
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     VAETransformer(**{**FAST, "max_iter": 3, "verbose": True}).fit(blobs)
     err = capsys.readouterr().err
     assert "loss=" in err and "3/3" in err
