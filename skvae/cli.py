@@ -2,7 +2,7 @@
 scores new rows with a saved model.
 
 Built on skvae's public API (the estimator's fit, score_samples, predict,
-pvalues and feature_contributions; load; skvae.conformal) and on the two
+feature_contributions and calibration_scores_; load; skvae.conformal) and on the two
 modules that exist for it: ``_reading`` turns the user's file into a
 DataFrame, ``_report`` writes the HTML report. User mistakes (a missing or
 unreadable file, no numeric column, a file that is not a model, an output
