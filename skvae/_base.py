@@ -27,6 +27,7 @@ from ._device import resolve_device
 from ._network import ACTIVATIONS, ColumnLayout, VAEModule
 from ._preprocessing import column_moments, merge_moments, standardiser_from_moments
 from ._training import EVAL_CHUNK_ROWS, TrainingHistory, TrainingSettings, train
+from ._warnings import caller_stacklevel
 
 # Scoring pads every chunk to a multiple of this many rows: BLAS picks other
 # kernels for very small matrices, and a row's score must not depend on how
@@ -509,7 +510,7 @@ class _BaseVAE(BaseEstimator):
                 f"{type(self).__name__} reached max_iter={self.max_iter} epochs "
                 "without converging; increase max_iter.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=caller_stacklevel(),
             )
         return X, held_out
 

@@ -11,9 +11,12 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
-from tqdm.auto import tqdm
+
+# tqdm.std, not tqdm.auto: auto warns "IProgress not found" in a notebook without ipywidgets.
+from tqdm import tqdm
 
 from ._likelihoods import elbo
+from ._warnings import caller_stacklevel
 
 # How often a non-finite loss is answered by restoring the last good weights
 # and dividing the step size by DIVERGENCE_LR_FACTOR before fit gives up.
@@ -295,7 +298,7 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
     epoch = 0
     progress = tqdm(
         total=settings.max_iter,
-        disable=not settings.verbose,
+        disable=None if settings.verbose else True,  # None: silent unless stderr is a terminal
         file=sys.stderr,
         desc="skvae fit",
         unit="epoch",
@@ -361,6 +364,6 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
             f"Training interrupted after {history.n_iter} epochs; "
             "keeping the best weights seen so far.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
     return history

@@ -1,20 +1,21 @@
 """Command line: ``skvae detect`` finds the outliers of a table, ``skvae score``
 scores new rows with a saved model.
 
-Built on the public API only. User mistakes (a missing or unreadable file, no
-numeric column, a file that is not a model) end with one line on stderr and
-exit status 2, never a traceback.
+Built on skvae's public API (the estimator's fit, score_samples, predict,
+feature_contributions and calibration_scores_; load; skvae.conformal) and on the two
+modules that exist for it: ``_reading`` turns the user's file into a
+DataFrame, ``_report`` writes the HTML report. User mistakes (a missing or
+unreadable file, no numeric column, a file that is not a model, an output
+that cannot be written) end with one line on stderr and exit status 2, never
+a traceback; outputs are checked before any work is done.
 """
 
 from __future__ import annotations
 
 import argparse
-import bz2
 import contextlib
-import csv
-import gzip
-import lzma
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -23,21 +24,18 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from ._anomaly import VAEAnomalyDetector
-from ._load import load
-from ._persistence import ModelFileError
-from .conformal import benjamini_hochberg
+from . import ModelFileError, VAEAnomalyDetector, __version__, load
+from ._reading import FORMATS_READ, PARQUET_SUFFIXES, ReadError
+from ._reading import read_table as _read_file
+from .conformal import benjamini_hochberg, conformal_pvalues
 from .datasets import load_demo
 
-PARQUET_SUFFIXES = {".parquet", ".pq"}
 # How many features the outlier table names per row.
 TOP_FEATURES = 3
 TOP_HEADER = "Top outliers, with each one's largest feature contributions (feature=value (+c)):"
 # A text column with more distinct values than this, and than half its rows,
 # is taken for an identifier or free text and left out.
 MAX_DISTINCT_TEXT = 20
-# How much of a CSV file is read to guess its separator.
-SNIFF_CHARS = 65536
 # Exit status for user mistakes (argparse uses the same for bad options).
 USAGE_ERROR = 2
 
@@ -70,15 +68,70 @@ _contamination = _option_type(
 _fdr = _option_type(float, lambda value: 0.0 < value < 1.0, "a number in (0, 1)")
 _positive_int = _option_type(int, lambda value: value >= 1, "a positive integer")
 _count = _option_type(int, lambda value: value >= 0, "a whole number, 0 or more")
+# What a shell passes for a tab: '\t' arrives as a backslash and a t.
+_TAB_NAMES = {"\\t", "tab", "TAB"}
+_separator = _option_type(
+    lambda text: "\t" if text in _TAB_NAMES else text,
+    lambda value: len(value) == 1 and value not in '\n\r"',
+    "one character, such as ';' or '\\t'",
+)
+_mark = _option_type(
+    str,
+    lambda value: len(value) == 1 and not value.isalnum() and value not in '\n\r"',
+    "one character that is not a letter or digit, such as ',' or '.'",
+)
+
+
+def _add_reading_options(parser):
+    """How to read FILE; each is decided from the file when not given."""
+    reading = parser.add_argument_group("reading FILE (each decided from the file unless given)")
+    reading.add_argument(
+        "--encoding",
+        metavar="NAME",
+        help="text encoding of a CSV file, such as utf-8 or cp1252 "
+        "(default: utf-8, with or without BOM, or utf-16 when the bytes say so, else cp1252)",
+    )
+    reading.add_argument(
+        "--sep",
+        type=_separator,
+        metavar="CHAR",
+        help="field separator of a CSV file, such as ';' or '\\t' (default: the one of "
+        "',' ';' tab '|' that splits every line alike)",
+    )
+    reading.add_argument(
+        "--decimal",
+        type=_mark,
+        metavar="CHAR",
+        help="decimal mark of the numbers in the file (default '.'; ',' in a file not "
+        "separated by commas when its numbers are written 1,5)",
+    )
+    reading.add_argument(
+        "--thousands",
+        type=_mark,
+        metavar="CHAR",
+        help="thousands separator of the numbers in the file, such as ',' or '.' "
+        "(default: none; formatted numbers are recognised when the columns are typed)",
+    )
+    reading.add_argument(
+        "--sheet",
+        metavar="NAME",
+        help="sheet of an Excel file to read, by name or number from 1 (default: the first)",
+    )
 
 
 def _add_output_options(parser, flagging):
     """Options both commands take; ``--fdr`` goes into the ``flagging`` group."""
+    _add_reading_options(parser)
     parser.add_argument(
-        "--id-column", metavar="COL", help="column copied to the output as the row id"
+        "--id-column",
+        metavar="COL",
+        help="column copied to the output as the row id, and not modelled",
     )
     parser.add_argument(
-        "--output", metavar="PATH", help="write every row's score to this CSV (or .parquet)"
+        "--output",
+        metavar="PATH",
+        help="write every row's id, score, p_value, outlier flag and missing columns to "
+        "this CSV (or .parquet) file",
     )
     flagging.add_argument(
         "--fdr",
@@ -90,111 +143,105 @@ def _add_output_options(parser, flagging):
     parser.add_argument(
         "--top", type=_count, default=10, help="how many outliers to list (default 10)"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no account of how FILE was read",
+    )
 
 
 def _parser():
     parser = argparse.ArgumentParser(
-        prog="skvae", description="Find the strange rows of a table with a variational autoencoder."
+        prog="skvae",
+        description="Find the strange rows of a table with a variational autoencoder.",
+        epilog=f"Formats read: {FORMATS_READ}.",
     )
+    parser.add_argument("--version", action="version", version=f"skvae {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{detect,score}")
 
     detect = commands.add_parser(
         "detect",
         help="fit a detector on a table and flag its outliers",
         description="Fit a VAE outlier detector on FILE and score every row of it.",
+        epilog=f"Formats read: {FORMATS_READ}.",
     )
     detect.add_argument(
-        "file", nargs="?", metavar="FILE", help="CSV or Parquet file; the built-in demo if omitted"
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="the table: CSV, Parquet or Excel (formats below); the built-in demo if omitted",
     )
     flagging = detect.add_mutually_exclusive_group()
     flagging.add_argument(
         "--contamination",
         type=_contamination,
         default=0.05,
-        help="share of rows to flag, or 'auto' for Tukey's fence on the scores (default 0.05)",
+        help="share of rows to flag, or 'auto' for Tukey's fence on the scores (default "
+        "0.05, a fixed share to review; the Python API defaults to 'auto')",
     )
-    detect.add_argument("--scoring", choices=["elbo", "iwae", "reconstruction"], default="elbo")
+    detect.add_argument(
+        "--scoring",
+        choices=["elbo", "iwae", "reconstruction"],
+        default="elbo",
+        help="the score: the evidence lower bound (default), the tighter importance-weighted "
+        "bound, or the negative reconstruction error",
+    )
     detect.add_argument(
         "--columns",
         action="append",
         metavar="A,B,...",
         help="columns to use, comma-separated (repeatable); default: all but the id column",
     )
-    detect.add_argument("--report", metavar="PATH", help="write an HTML report here")
     detect.add_argument(
-        "--save-model", metavar="PATH", help="save the fitted model (for skvae score)"
+        "--report", metavar="PATH", help="write a self-contained HTML report to this file"
     )
-    detect.add_argument("--random-state", type=int, default=0)
-    detect.add_argument("--max-iter", type=_positive_int, default=200, help="epochs at most")
+    detect.add_argument(
+        "--save-model",
+        metavar="PATH",
+        help="save the fitted model to this file, to score new rows with skvae score",
+    )
+    detect.add_argument(
+        "--random-state",
+        type=int,
+        default=0,
+        help="seed of the weights, the shuffling and the validation split: the same seed "
+        "gives the same scores (default 0)",
+    )
+    detect.add_argument(
+        "--max-iter", type=_positive_int, default=200, help="epochs at most (default 200)"
+    )
     _add_output_options(detect, flagging)
 
     score = commands.add_parser(
         "score",
         help="score a table with a model saved by skvae detect --save-model",
         description="Score every row of FILE with the model in MODEL.",
+        epilog=f"Formats read: {FORMATS_READ}.",
     )
     score.add_argument("model", metavar="MODEL", help="model file written by --save-model")
-    score.add_argument("file", metavar="FILE", help="CSV or Parquet file")
+    score.add_argument("file", metavar="FILE", help="the table: CSV, Parquet or Excel")
     _add_output_options(score, score)
     return parser
 
 
 # -------------------------------------------------------------------- input
-def read_table(path):
-    """A CSV or Parquet file as a DataFrame, or a UserError saying why not."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"no such file: {path}")
-    if path.is_dir():
-        raise UserError(f"{path} is a folder, not a CSV or Parquet file")
-    parquet = path.suffix.lower() in PARQUET_SUFFIXES
+def read_table(path, args):
+    """The table in ``path``, read with the options in ``args``, saying how
+    it was read unless ``--quiet``; a UserError when it cannot be read."""
     try:
-        frame = pd.read_parquet(path) if parquet else _read_csv(path)
-    except ImportError as error:
-        raise UserError(
-            f"reading Parquet needs pyarrow: pip install 'skvae[parquet]' ({error})"
-        ) from error
-    except (OSError, ValueError, pd.errors.EmptyDataError) as error:
-        kind = "Parquet" if parquet else "CSV"
-        raise UserError(f"cannot read {path} as {kind}: {_first_line(error)}") from error
-    if len(frame) == 0:
-        raise UserError(f"{path} has no rows")
-    frame.columns = [str(column) for column in frame.columns]
+        frame, reading = _read_file(
+            path,
+            encoding=args.encoding,
+            sep=args.sep,
+            decimal=args.decimal,
+            thousands=args.thousands,
+            sheet=args.sheet,
+        )
+    except ReadError as error:
+        raise UserError(str(error)) from error
+    if not args.quiet:
+        print(reading.describe(frame))
     return frame
-
-
-def _read_csv(path):
-    """``pd.read_csv``, or with the file's own separator (``;``, tab, ``|``,
-    and decimal commas with ``;``) when a comma finds only one column."""
-    frame = pd.read_csv(path)
-    if frame.shape[1] == 1:
-        separator = _sniff_separator(path)
-        if separator != ",":
-            frame = pd.read_csv(path, sep=separator)
-        if separator == ";":
-            # Semicolon files often write decimals with a comma (1,5).
-            comma_decimals = pd.read_csv(path, sep=separator, decimal=",")
-            if _n_numeric(comma_decimals) > _n_numeric(frame):
-                frame = comma_decimals
-    return frame
-
-
-def _n_numeric(frame):
-    return sum(ptypes.is_numeric_dtype(dtype) for dtype in frame.dtypes)
-
-
-def _sniff_separator(path):
-    suffix = path.suffix.lower()
-    if suffix in {".zip", ".zst", ".tar"}:
-        return ","  # archives pandas opens itself: no guessing from raw bytes
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix, open)
-    try:
-        with opener(path, "rt", errors="replace") as handle:
-            sample = handle.read(SNIFF_CHARS)
-        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
-    except (OSError, csv.Error):
-        return ","
 
 
 def _check_columns(frame, names, source):
@@ -281,12 +328,12 @@ def score_table(detector, X, ids, missing, fdr=None):
     id_name, id_values = ids
     try:
         scores = detector.score_samples(X)
-        pvalues = detector.pvalues(X)
+        # The detector's own rule flags the rows (a second pass over X).
+        outlier = detector.predict(X) == -1 if fdr is None else None
     except ValueError as error:  # rows too far from the training data to evaluate
         raise UserError(_first_line(error)) from error
-    if fdr is None:
-        outlier = scores < detector.offset_
-    else:
+    pvalues = conformal_pvalues(detector.calibration_scores_, scores)
+    if fdr is not None:
         _warn_if_fdr_cannot_flag(len(detector.calibration_scores_), len(scores), fdr)
         outlier = benjamini_hochberg(pvalues, fdr)
     return pd.DataFrame(
@@ -320,6 +367,8 @@ def _warn_if_fdr_cannot_flag(n_calibration, n_rows, fdr):
 def top_outliers(detector, X, result, n):
     """The ``n`` lowest-scoring rows with their largest feature contributions."""
     top = result.nsmallest(n, "score")
+    if top.empty:  # --top 0
+        return top.drop(columns=["missing"]).assign(most_anomalous_features=[])
     contributions = np.asarray(detector.feature_contributions(X.iloc[top.index]))
     names = list(X.columns)
     described = []
@@ -351,19 +400,53 @@ def _print_top(top):
         print(top.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
+def check_outputs(outputs, inputs):
+    """Fail now, before any work, when an output cannot be written.
+
+    ``outputs`` maps each option to its path (None when not given); none may
+    be one of ``inputs`` (name -> path), which it would overwrite. Each path
+    is opened for appending, so everything that would stop the write later
+    (a missing folder, a folder's name, no permission, a read-only disk) is
+    met here; a file that did not exist is removed again.
+    """
+    claimed = {Path(path).resolve(): name for name, path in inputs.items() if path is not None}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        path = Path(path)
+        where = path.resolve()
+        if where in claimed:
+            raise UserError(
+                f"{option} and {claimed[where]} both name {path}; give each its own file"
+            )
+        claimed[where] = option
+        if option == "--output" and path.suffix.lower() in PARQUET_SUFFIXES:
+            _require("pyarrow", f"writing {path} needs pyarrow: pip install 'skvae[parquet]'")
+        if path.is_dir():
+            raise UserError(f"cannot write {path} ({option}): it is a folder")
+        existed = path.exists()
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as error:
+            raise UserError(f"cannot write {path} ({option}): {error.strerror or error}") from error
+        if not existed:
+            os.remove(path)
+
+
 @contextlib.contextmanager
-def _writing(path):
-    """Turn a failure to write ``path`` into one line for the user."""
+def _writing(path, what):
+    """Turn a failure to write ``path`` into one line for the user, and say
+    what was written when it succeeds."""
     try:
         yield Path(path)
-    except ImportError as error:
-        raise UserError(f"writing {path} needs pyarrow: pip install 'skvae[parquet]'") from error
     except OSError as error:
         raise UserError(f"cannot write {path}: {error.strerror or error}") from error
+    print(f"wrote {path} ({what})")
 
 
 def write_output(result, path):
-    with _writing(path) as path:
+    with _writing(path, f"{len(result)} rows") as path:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             result.to_parquet(path, index=False)
         else:
@@ -380,14 +463,16 @@ def _flagging(args, detector):
 # ----------------------------------------------------------------- commands
 def detect(args):
     if args.report is not None:
-        _require_matplotlib()
+        _require("matplotlib", "--report needs matplotlib: pip install 'skvae[plot]'")
+    outputs = {"--output": args.output, "--report": args.report, "--save-model": args.save_model}
+    check_outputs(outputs, {"FILE": args.file})
     if args.file is None:
         frame = load_demo()
         labels = frame.pop("is_anomaly").to_numpy()
         source = "the demo data"
         id_column = args.id_column or "patient_id"
     else:
-        frame = read_table(args.file)
+        frame = read_table(args.file, args)
         labels = None
         source = args.file
         id_column = args.id_column
@@ -419,12 +504,12 @@ def detect(args):
     if args.output is not None:
         write_output(result, args.output)
     if args.save_model is not None:
-        with _writing(args.save_model) as path:
+        with _writing(args.save_model, "the fitted model, for skvae score") as path:
             detector.save(path)
     if args.report is not None:
         from ._report import write_report
 
-        with _writing(args.report) as path:
+        with _writing(args.report, "the HTML report") as path:
             write_report(
                 path,
                 detector=detector,
@@ -454,7 +539,8 @@ def score(args):
         )
     if not hasattr(detector, "feature_names_in_"):
         raise UserError(f"{model} was fitted without column names; score it from Python")
-    frame = read_table(args.file)
+    check_outputs({"--output": args.output}, {"MODEL": args.model, "FILE": args.file})
+    frame = read_table(args.file, args)
     columns = [str(name) for name in detector.feature_names_in_]
     _check_columns(frame, columns, args.file)
     X, missing = model_input(frame, columns)
@@ -478,11 +564,11 @@ def _print_demo_check(labels, result, top):
     )
 
 
-def _require_matplotlib():
+def _require(package, message):
     try:
-        import matplotlib  # noqa: F401
+        __import__(package)
     except ImportError as error:
-        raise UserError("--report needs matplotlib: pip install 'skvae[plot]'") from error
+        raise UserError(message) from error
 
 
 def _first_line(error):

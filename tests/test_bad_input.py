@@ -10,9 +10,13 @@ test run prints the total (tests/conftest.py). Then the named cases, each
 with the words its message must contain.
 """
 
+import bz2
 import contextlib
 import copy
+import csv
+import gzip
 import io
+import lzma
 import os
 import pickle
 import re
@@ -524,19 +528,103 @@ def cli_model(tmp_path_factory):
     return folder
 
 
+def cli_answers_file_clearly(cli_model, command, data, options=()):
+    """``skvae detect`` (or ``score`` with the module's model) on ``data``."""
+    output = cli_model / "scores.csv"
+    if command == "detect":
+        argv = ["detect", str(data), "--quiet", "--max-iter", "2", "--output", str(output)]
+    else:
+        argv = ["score", str(cli_model / "model.skvae"), str(data), "--output", str(output)]
+    assert_cli_answers_clearly(command, [*argv, *options], output)
+
+
 @pytest.mark.parametrize("command", ["detect", "score"])
 def test_cli_answers_malformed_files_with_one_line(cli_model, command):
     def body(_, content):
         data = cli_model / f"data-{command}.csv"
         data.write_bytes(content)
-        output = cli_model / "scores.csv"
-        if command == "detect":
-            argv = ["detect", str(data), "--quiet", "--max-iter", "2", "--output", str(output)]
-        else:
-            argv = ["score", str(cli_model / "model.skvae"), str(data), "--output", str(output)]
-        assert_cli_answers_clearly(command, argv, output)
+        cli_answers_file_clearly(cli_model, command, data)
 
     run_property(body, command, FILES, 60, None)
+
+
+SEPARATORS = [",", ";", "\t", "|"]
+ENCODINGS = ["utf-8", "utf-8", "utf-8-sig", "cp1252", "utf-16"]
+COMPRESSORS = {"": None, ".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}
+# Numbers as spreadsheets write them: decimal commas, formatted, dates.
+WRITTEN = st.one_of(
+    st.floats(-1e4, 1e4, allow_nan=False).map(lambda v: repr(v).replace(".", ",")),
+    st.sampled_from(["3,750", "$1,658.08", "1.234,5", "(12)", "12%", " 7 ", "2014-01-10", "José"]),
+)
+READ_OPTIONS = [
+    ["--sep", ";"],
+    ["--sep", "\t"],
+    ["--sep", "\\t"],
+    ["--sep", ","],
+    ["--decimal", ","],
+    ["--thousands", ","],
+    ["--thousands", "."],
+    ["--encoding", "cp1252"],
+    ["--encoding", "utf-16"],
+    ["--encoding", "no-such-codec"],
+    ["--sheet", "2"],
+]
+
+
+@st.composite
+def messy_files(draw):
+    """(suffix, bytes, reading options): delimited text in any separator,
+    encoding and compression, properly quoted or not, or an .xlsx workbook
+    (sometimes named .csv); with a few reading options, fitting or not."""
+    n_cols = draw(st.sampled_from([3, 3, 2, 1, 0]))
+    n_rows = draw(st.sampled_from([8, 8, 3, 1, 0]))
+    cells = st.one_of(CELLS, WRITTEN)
+    rows = [draw(st.lists(HEADERS, min_size=n_cols, max_size=n_cols))]
+    rows += [draw(st.lists(cells, min_size=n_cols, max_size=n_cols)) for _ in range(n_rows)]
+    options = [
+        word
+        for option in draw(st.lists(st.sampled_from(READ_OPTIONS), max_size=2))
+        for word in option
+    ]
+    if draw(st.sampled_from([False] * 5 + [True])):
+        from openpyxl import Workbook
+
+        workbook = Workbook()
+        for row in rows:
+            workbook.active.append([_number_or_text(cell) for cell in row])
+        content = io.BytesIO()
+        workbook.save(content)
+        return draw(st.sampled_from([".xlsx", ".csv"])), content.getvalue(), options
+    sep = draw(st.sampled_from(SEPARATORS))
+    text = io.StringIO()
+    if draw(st.booleans()):
+        csv.writer(text, delimiter=sep, lineterminator="\n").writerows(rows)
+    else:
+        text.write("".join(sep.join(row) + "\n" for row in rows))
+    content = text.getvalue().encode(draw(st.sampled_from(ENCODINGS)), "replace")
+    compression = draw(st.sampled_from(list(COMPRESSORS)))
+    if compression:
+        content = COMPRESSORS[compression](content)
+    return draw(st.sampled_from([".csv", ".tsv", ".txt"])) + compression, content, options
+
+
+def _number_or_text(cell):
+    try:
+        return float(cell)
+    except ValueError:
+        return cell
+
+
+@pytest.mark.parametrize("command", ["detect", "score"])
+def test_cli_answers_messy_files_and_reading_options_with_one_line(cli_model, command):
+    def body(_, case):
+        suffix, content, options = case
+        data = cli_model / f"messy-{command}{suffix}"
+        data.write_bytes(content)
+        cli_answers_file_clearly(cli_model, command, data, options)
+        data.unlink()
+
+    run_property(body, command, messy_files(), 30, None)
 
 
 def test_cli_answers_damaged_model_files_with_one_line(cli_model):

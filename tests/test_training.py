@@ -3,6 +3,8 @@
 What happens when training goes wrong (divergence, Ctrl-C) is in test_reliability.py.
 """
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -68,7 +70,9 @@ def test_kl_warmup_delays_early_stopping(blobs):
     assert vae.n_iter_ == 15  # the first epoch at full beta is the 15th
 
 
-def test_verbose_shows_progress_with_loss(blobs, capsys):
+def test_verbose_shows_progress_with_loss(blobs, capsys, monkeypatch):
+    # The bar is drawn only on a terminal (tests/test_cli_polish.py checks both ways).
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     VAETransformer(**{**FAST, "max_iter": 3, "verbose": True}).fit(blobs)
     err = capsys.readouterr().err
     assert "loss=" in err and "3/3" in err
