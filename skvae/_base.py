@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _likelihoods, _persistence
 from ._columns import ColumnSchema, infer_schema, is_frame
 from ._network import ACTIVATIONS, ColumnLayout, VAEModule
+from ._observations import OBSERVATION_MODELS
 from ._preprocessing import ColumnMoments, column_moments, merge_moments, standardiser_from_moments
 from ._training import EVAL_CHUNK_ROWS, TrainingHistory, TrainingSettings, train
 
@@ -363,7 +364,7 @@ class _BaseVAE(BaseEstimator):
                 ensure_min_samples=min_rows,
             )
             schema = self._schema(encoded, reset)
-            self._check_bernoulli_range(encoded, schema)
+            _check_support(encoded, schema)
         if reset:
             _check_every_column_observed(encoded, schema)
             self.column_schema_ = schema.with_masks(encoded)
@@ -373,19 +374,6 @@ class _BaseVAE(BaseEstimator):
         if reset:
             return infer_schema(X, self.column_types, self.likelihood)
         return self.column_schema_
-
-    def _check_bernoulli_range(self, X, schema):
-        columns = [j for j, kind in enumerate(schema.kinds) if kind == "bernoulli"]
-        if not columns or X.shape[0] == 0:
-            return
-        values = X[:, columns]
-        observed = values[~np.isnan(values)]
-        if observed.size and (observed.min() < 0 or observed.max() > 1):
-            raise ValueError(
-                "likelihood='bernoulli' needs every value of X in [0, 1]; got "
-                f"values in [{observed.min():.3g}, {observed.max():.3g}]. Use "
-                "likelihood='gaussian' for other numeric data."
-            )
 
     # -------------------------------------------------------------------- fit
     @_fit_context(prefer_skip_nested_validation=True)
@@ -784,6 +772,15 @@ def _check_frame_shape(X, min_rows):
             f"Found array with {X.shape[0]} sample(s) (shape={X.shape}) while a minimum of "
             f"{min_rows} is required."
         )
+
+
+def _check_support(X, schema):
+    """ValueError unless each column of the array ``X`` holds values its
+    observation model can take (a frame's are checked as they are encoded)."""
+    if X.shape[0] == 0:
+        return
+    for j, kind in enumerate(schema.kinds):
+        OBSERVATION_MODELS[kind].check_support(X[:, j], str(j))
 
 
 def _check_every_column_observed(X, schema):
