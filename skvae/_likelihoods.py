@@ -114,6 +114,40 @@ def squared_reconstruction_error(module, x):
     return torch.sum(feature_squared_error(module, x), dim=-1)
 
 
+def completed_rows(module, x, noise):
+    """``x`` (n, n_features) with each missing entry predicted by the model,
+    once per latent sample: shape (K, n, n_features).
+
+    Completion k takes z = mean + std * ``noise[k]`` from q(z | the observed
+    entries) and fills each missing entry with the decoder's prediction at z
+    (the mean of a Gaussian column, the probability of a Bernoulli one, the
+    most likely category of a categorical one). ``noise`` (K, n_components)
+    is shared by every row, so a row's completions do not depend on the
+    rows scored with it.
+    """
+    mean, log_var = module.encode(x)
+    z = reparameterise(mean.unsqueeze(0), log_var.unsqueeze(0), noise.unsqueeze(1))
+    return torch.where(torch.isnan(x), module.decoder_mean(z), x)
+
+
+def mean_over_completions(function, module, x, noise):
+    """``function(module, x)`` per row, where a row with missing entries gets
+    instead the mean of ``function`` over its completions (completed_rows):
+    it is scored as the complete row the model predicts from its observed
+    entries. Rows without missing entries are computed as they are, so
+    their results are unchanged."""
+    plain = function(module, x)
+    missing = torch.isnan(x)
+    if not missing.any():
+        return plain
+    completions = completed_rows(module, x, noise)
+    k, n, width = completions.shape
+    values = function(module, completions.reshape(k * n, width))
+    values = values.reshape(k, n, *values.shape[1:]).mean(dim=0)
+    holey = missing.any(dim=1).reshape(n, *(1,) * (values.dim() - 1))
+    return torch.where(holey, values, plain)
+
+
 def sample_rows(module, z, generator):
     """Draw x ~ p(x|z) on the CPU, in column order and the model's units."""
     location, log_var = (t if t is None else t.cpu() for t in module.decode(z))

@@ -290,11 +290,11 @@ class VAEModule(nn.Module):
         return getattr(self, f"{kind}_index")
 
     def column_blocks(self, x):
-        """The columns of ``x`` (n, n_features) of each kind present, in
+        """The columns of ``x`` (..., n_features) of each kind present, in
         table order: ``{kind: block}``."""
         if self.uniform_kind is not None:
             return {self.uniform_kind: x}
-        return {kind: x[:, self.column_index(kind)] for kind, *_ in self.blocks}
+        return {kind: x[..., self.column_index(kind)] for kind, *_ in self.blocks}
 
     def network_input(self, x):
         """The encoder's input for rows ``x`` (NaN where missing)."""

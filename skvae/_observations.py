@@ -3,10 +3,10 @@
 ``OBSERVATION_MODELS`` maps a kind to the object that knows everything about
 it, as scikit-learn's ``ACTIVATIONS`` and ``LOSS_FUNCTIONS`` do: how its
 columns enter the encoder, how many decoder outputs they take, and, from
-those outputs, the log-probability of a value, its expectation (the
-negative entropy), the mean, a sample, the squared error and its
-expectation. The network and the likelihoods loop over this table; adding
-a kind is one class and one entry.
+those outputs, the log-probability of a value, the mean (the value a
+missing entry is completed with when scoring), the squared error and a
+sample. The network and the likelihoods loop over this table; adding a kind
+is one class and one entry.
 
 Each method works on a block: every column of its kind, in column order.
 ``x`` is the block of the model's input with missing entries set to 0
@@ -61,21 +61,12 @@ class Gaussian:
         return -0.5 * (LOG_2PI + log_var + (x - location) ** 2 * torch.exp(-log_var))
 
     @staticmethod
-    def expected_log_prob(params):
-        _, log_var = params
-        return -0.5 * (LOG_2PI + log_var) - 0.5
-
-    @staticmethod
     def mean(params):
         return params[0]
 
     @staticmethod
     def squared_error(x, params):
         return (x - params[0]) ** 2
-
-    @staticmethod
-    def expected_squared_error(params):
-        return torch.exp(params[1])
 
     @staticmethod
     def sample(params, generator):
@@ -108,23 +99,12 @@ class Bernoulli:
         return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
 
     @staticmethod
-    def expected_log_prob(logits):
-        # p log p + (1 - p) log(1 - p), with the logs taken stably from the logit.
-        return torch.sigmoid(logits) * F.logsigmoid(logits) + torch.sigmoid(-logits) * F.logsigmoid(
-            -logits
-        )
-
-    @staticmethod
     def mean(logits):
         return torch.sigmoid(logits)
 
     @staticmethod
     def squared_error(x, logits):
         return (x - torch.sigmoid(logits)) ** 2
-
-    @staticmethod
-    def expected_squared_error(logits):
-        return torch.sigmoid(logits) * torch.sigmoid(-logits)
 
     @staticmethod
     def sample(logits, generator):
@@ -192,14 +172,6 @@ class Categorical:
         return torch.stack(columns, dim=-1)
 
     @staticmethod
-    def expected_log_prob(logits):
-        columns = []
-        for block in logits:
-            log_p = torch.log_softmax(block, dim=-1)
-            columns.append(torch.sum(torch.exp(log_p) * log_p, dim=-1))
-        return torch.stack(columns, dim=-1)
-
-    @staticmethod
     def mean(logits):
         """The most likely code of each column (the mode: codes have no mean)."""
         return torch.stack([block.argmax(dim=-1).to(block.dtype) for block in logits], dim=-1)
@@ -218,14 +190,6 @@ class Categorical:
             one_hot = F.one_hot(target, p.shape[-1]).to(p.dtype)
             brier.append(torch.sum((one_hot - p) ** 2, dim=-1))
         return torch.stack(brier, dim=-1)
-
-    @staticmethod
-    def expected_squared_error(logits):
-        # E over c ~ p of sum_k (1[c = k] - p_k)^2 = 1 - sum_k p_k^2.
-        return torch.stack(
-            [1.0 - torch.sum(torch.softmax(block, dim=-1) ** 2, dim=-1) for block in logits],
-            dim=-1,
-        )
 
     @staticmethod
     def sample(logits, generator):
