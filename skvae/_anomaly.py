@@ -298,9 +298,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
     def _score_samples(self, X):
         """``score_samples`` of validated X, without checks (used by fit)."""
         if self.scoring == "elbo":
-            return self._evaluate(X, _likelihoods.elbo) + self._log_jacobian(X)
+            return self._evaluate_scores(X, _likelihoods.elbo) + self._log_jacobian()
         if self.scoring == "reconstruction":
-            return -self._evaluate(X, _likelihoods.squared_reconstruction_error)
+            return -self._evaluate_scores(X, _likelihoods.squared_reconstruction_error)
         return self._evaluate_bound(X, _likelihoods.iwae_bound)
 
     def pvalues(self, X):
@@ -332,13 +332,16 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         row's posterior mean, in nats of the standardised feature (for
         ``scoring="reconstruction"``: its squared standardised error; for a
         categorical column, the squared error of its one-hot code, the Brier
-        score). One value per original column, categorical ones included;
-        0 where the value is missing. Higher is more anomalous; a row's
-        largest terms are the features the model could not explain. They
-        add up to the reconstruction part of the score: for
-        ``scoring="reconstruction"`` the row sums are ``-score_samples(X)``;
-        for ``scoring="elbo"`` ``-score_samples(X)`` is the row sum plus the
-        row's KL term plus ``sum(log(scale_))`` over its observed entries
+        score). One value per original column, categorical ones included.
+        A missing feature gets the contribution of the value the model
+        predicts for it, and a row with missing values the mean over the
+        completions its score is the mean over (see ``column_types``), so a
+        missing feature shows a typical, never a zero, contribution. Higher
+        is more anomalous; a row's largest terms are the features the model
+        could not explain. They add up to the reconstruction part of the
+        score: for ``scoring="reconstruction"`` the row sums are
+        ``-score_samples(X)``; for ``scoring="elbo"`` ``-score_samples(X)``
+        is the row sum plus the row's KL term plus ``sum(log(scale_))``
         (``"iwae"`` gets the same terms as ``"elbo"``).
 
         Parameters
@@ -365,9 +368,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         check_is_fitted(self)
         X_checked = self._validate_input(X, reset=False)
         if self.scoring == "reconstruction":
-            contributions = self._evaluate(X_checked, _likelihoods.feature_squared_error)
+            contributions = self._evaluate_scores(X_checked, _likelihoods.feature_squared_error)
         else:
-            contributions = -self._evaluate(
+            contributions = -self._evaluate_scores(
                 X_checked, _likelihoods.reconstruction_feature_log_likelihood
             )
         if not hasattr(self, "feature_names_in_"):

@@ -25,6 +25,7 @@ from ._adam_state import moments_to_numpy, moments_to_torch
 from ._columns import infer_schema, is_frame
 from ._device import resolve_device
 from ._network import ACTIVATIONS, ColumnLayout, VAEModule
+from ._observations import OBSERVATION_MODELS
 from ._preprocessing import column_moments, merge_moments, standardiser_from_moments
 from ._training import EVAL_CHUNK_ROWS, TrainingHistory, TrainingSettings, train
 from ._warnings import caller_stacklevel
@@ -62,10 +63,16 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
         log-likelihoods, in nats per row. Missing values (NaN, None,
         ``pd.NA``) are allowed in every column: the encoder sees 0 for them
         plus, for numeric columns that had missing values in ``fit``, a
-        missing-value indicator, and the likelihood sums over the observed
-        entries only (a row with no observed value scores minus its KL
-        term). A category not seen in ``fit`` is scored as the least likely
-        category of its column.
+        missing-value indicator. Training fits the likelihood of the observed
+        entries only. Scores count a row with missing entries as the mean,
+        over ``n_importance_samples`` latent draws from the encoder's
+        posterior given its observed entries, of the score of the row
+        completed with the decoder's prediction at that draw (mean,
+        probability or most likely category): a missing value neither lowers
+        a row's score nor, as a sum over observed entries would, raises it
+        above that of a complete row with typical values. A category not
+        seen in ``fit`` is scored as the least likely category of its
+        column.
 
     n_importance_samples : int, default=16
         Number K of latent samples used to estimate each row's ELBO (and,
@@ -328,7 +335,7 @@ class _BaseVAE(BaseEstimator):
                 ensure_min_samples=min_rows,
             )
             schema = self._schema(encoded, reset)
-            self._check_bernoulli_range(encoded, schema)
+            _check_support(encoded, schema)
         if reset:
             _check_every_column_observed(encoded, schema)
             self.column_schema_ = schema.with_masks(encoded)
@@ -338,19 +345,6 @@ class _BaseVAE(BaseEstimator):
         if reset:
             return infer_schema(X, self.column_types, self.likelihood)
         return self.column_schema_
-
-    def _check_bernoulli_range(self, X, schema):
-        columns = [j for j, kind in enumerate(schema.kinds) if kind == "bernoulli"]
-        if not columns or X.shape[0] == 0:
-            return
-        values = X[:, columns]
-        observed = values[~np.isnan(values)]
-        if observed.size and (observed.min() < 0 or observed.max() > 1):
-            raise ValueError(
-                "likelihood='bernoulli' needs every value of X in [0, 1]; got "
-                f"values in [{observed.min():.3g}, {observed.max():.3g}]. Use "
-                "likelihood='gaussian' for other numeric data."
-            )
 
     # -------------------------------------------------------------------- fit
     @_fit_context(prefer_skip_nested_validation=True)
@@ -578,26 +572,36 @@ class _BaseVAE(BaseEstimator):
             )
         return out
 
-    def _log_jacobian(self, X):
-        """log|d standardised / d original| of each row of validated ``X``,
-        summed over its observed entries (nats): a scalar when none is
-        missing."""
-        log_scale = np.log(self.scale_)
-        total = -float(np.sum(log_scale))
-        # A sum is NaN when any entry is: one pass, no mask allocated.
-        if not np.isnan(np.sum(X)):
-            return total
-        # Only columns with a scale other than 1 (Gaussian ones) count; the
-        # float mask keeps the product in BLAS.
-        scaled = np.flatnonzero(log_scale)
-        missing = np.isnan(X[:, scaled]).astype(np.float64)
-        return total + missing @ log_scale[scaled]
+    def _log_jacobian(self):
+        """log|d standardised / d original| of a row (nats). The same for
+        every row: a missing entry is scored at its expected log-likelihood,
+        which carries its column's term as an observed one does."""
+        return -float(np.sum(np.log(self.scale_)))
 
-    def _importance_noise(self):
-        """The fixed, seeded standard normal draws shared by every row."""
+    def _importance_noise(self, completions=False):
+        """The fixed, seeded standard normal draws shared by every row: the
+        latent noise of the importance samples or, with ``completions``, of
+        the completions of missing entries (drawn after it, so apart)."""
         generator = torch.Generator().manual_seed(self._seed)
-        noise = torch.randn((self.n_importance_samples, self.n_components), generator=generator)
+        shape = (self.n_importance_samples, self.n_components)
+        noise = torch.randn(shape, generator=generator)
+        if completions:
+            noise = torch.randn(shape, generator=generator)
         return noise.to(self.device_)
+
+    def _evaluate_scores(self, X, function, chunk_rows=EVAL_CHUNK_ROWS):
+        """``_evaluate`` for a per-row score or its per-feature terms: a row
+        with missing entries gets the expected value of ``function`` over
+        ``n_importance_samples`` completions by the model's prediction of
+        them (_likelihoods.mean_over_completions)."""
+        if not np.isnan(np.sum(X)):
+            return self._evaluate(X, function, chunk_rows)
+        noise = self._importance_noise(completions=True)
+
+        def completed(module, x):
+            return _likelihoods.mean_over_completions(function, module, x, noise)
+
+        return self._evaluate(X, completed, max(1, chunk_rows // self.n_importance_samples))
 
     def _evaluate_bound(self, X, bound):
         """Per-row ``bound`` (mc_elbo or iwae_bound) of validated ``X`` with
@@ -608,7 +612,7 @@ class _BaseVAE(BaseEstimator):
             return bound(module, x, noise)
 
         chunk = EVAL_CHUNK_ROWS // self.n_importance_samples
-        return self._evaluate(X, function, chunk_rows=chunk) + self._log_jacobian(X)
+        return self._evaluate_scores(X, function, chunk) + self._log_jacobian()
 
     def _elbo(self, X):
         """Per-row ELBO of validated ``X``, in nats of the original units."""
@@ -725,6 +729,15 @@ def _check_frame_shape(X, min_rows):
             f"Found array with {X.shape[0]} sample(s) (shape={X.shape}) while a minimum of "
             f"{min_rows} is required."
         )
+
+
+def _check_support(X, schema):
+    """ValueError unless each column of the array ``X`` holds values its
+    observation model can take (a frame's are checked as they are encoded)."""
+    if X.shape[0] == 0:
+        return
+    for j, kind in enumerate(schema.kinds):
+        OBSERVATION_MODELS[kind].check_support(X[:, j], str(j))
 
 
 def _check_every_column_observed(X, schema):

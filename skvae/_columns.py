@@ -21,6 +21,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from ._network import KINDS, UNSEEN_CODE, ColumnLayout
+from ._observations import OBSERVATION_MODELS
 
 
 def is_frame(X):
@@ -334,11 +335,5 @@ def _encode_numeric(series, label, kind):
         ) from None
     if np.isinf(values).any():
         raise ValueError(f"Input X contains infinity in column {label}.")
-    if kind == "bernoulli":
-        observed = values[~np.isnan(values)]
-        if observed.size and (observed.min() < 0 or observed.max() > 1):
-            raise ValueError(
-                f"Column {label} is modelled as Bernoulli and needs values in [0, 1]; "
-                f"got values in [{observed.min():.3g}, {observed.max():.3g}]."
-            )
+    OBSERVATION_MODELS[kind].check_support(values, label)
     return values

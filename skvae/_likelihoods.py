@@ -10,50 +10,17 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from ._network import fill_missing
-
-LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _gaussian(x, location, log_var):
-    return -0.5 * (LOG_2PI + log_var + (x - location) ** 2 * torch.exp(-log_var))
-
-
-def _bernoulli(x, logits):
-    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
-
-
-def _categorical(module, x, logits):
-    """log p of each categorical column's code; a category unseen in training
-    (code ``UNSEEN_CODE``) gets the log-probability of the least likely one."""
-    codes, _ = module.category_codes(x)
-    unseen = x[:, module.categorical_index] < 0
-    columns = []
-    for j, block in enumerate(logits):
-        log_p = torch.log_softmax(block, dim=-1)
-        index = codes[:, j].expand(log_p.shape[:-1]).unsqueeze(-1)
-        picked = log_p.gather(-1, index).squeeze(-1)
-        columns.append(torch.where(unseen[:, j], log_p.min(dim=-1).values, picked))
-    return torch.stack(columns, dim=-1)
+from ._observations import LOG_2PI
 
 
 def feature_log_likelihood(module, x, location, log_var):
     """log p(x_j | z) per row and column, shape (..., n, n_features), in
     column order; 0 where x_j is missing, so sums run over observed entries."""
     filled, observed = fill_missing(x)
-    if module.uniform_kind == "gaussian":
-        log_p = _gaussian(filled, location, log_var)
-    elif module.uniform_kind == "bernoulli":
-        log_p = _bernoulli(filled, location)
-    else:
-        gaussian, bernoulli, logits = module.split_output(location)
-        if log_var is not None:
-            gaussian = _gaussian(filled[:, module.gaussian_index], gaussian, log_var)
-        bernoulli = _bernoulli(filled[:, module.bernoulli_index], bernoulli)
-        categorical = _categorical(module, x, logits) if logits else location[..., :0]
-        log_p = module.to_columns(gaussian, bernoulli, categorical)
+    params = module.split_output(location, log_var)
+    log_p = module.per_column("log_prob", params, filled)
     return log_p if observed is None else torch.where(observed, log_p, 0.0)
 
 
@@ -136,23 +103,8 @@ def feature_squared_error(module, x):
     """
     mean, _ = module.encode(x)
     filled, observed = fill_missing(x)
-    if module.uniform_kind is not None:
-        error = (filled - module.decoder_mean(mean)) ** 2
-    else:
-        location, _ = module.decode(mean)
-        gaussian, bernoulli, logits = module.split_output(location)
-        numeric = [(filled[:, module.gaussian_index] - gaussian) ** 2]
-        numeric.append((filled[:, module.bernoulli_index] - torch.sigmoid(bernoulli)) ** 2)
-        codes, _ = module.category_codes(x)
-        unseen = x[:, module.categorical_index] < 0
-        brier = []
-        for j, block in enumerate(logits):
-            p = torch.softmax(block, dim=-1)
-            target = torch.where(unseen[:, j], p.argmin(dim=-1), codes[:, j])
-            one_hot = F.one_hot(target, p.shape[-1]).to(p.dtype)
-            brier.append(torch.sum((one_hot - p) ** 2, dim=-1))
-        categorical = torch.stack(brier, dim=-1) if brier else location[..., :0]
-        error = module.to_columns(*numeric, categorical)
+    params = module.split_output(*module.decode(mean))
+    error = module.per_column("squared_error", params, filled)
     return error if observed is None else torch.where(observed, error, 0.0)
 
 
@@ -162,23 +114,44 @@ def squared_reconstruction_error(module, x):
     return torch.sum(feature_squared_error(module, x), dim=-1)
 
 
+def completed_rows(module, x, noise):
+    """``x`` (n, n_features) with each missing entry predicted by the model,
+    once per latent sample: shape (K, n, n_features).
+
+    Completion k takes z = mean + std * ``noise[k]`` from q(z | the observed
+    entries) and fills each missing entry with the decoder's prediction at z
+    (the mean of a Gaussian column, the probability of a Bernoulli one, the
+    most likely category of a categorical one). ``noise`` (K, n_components)
+    is shared by every row, so a row's completions do not depend on the
+    rows scored with it.
+    """
+    mean, log_var = module.encode(x)
+    z = reparameterise(mean.unsqueeze(0), log_var.unsqueeze(0), noise.unsqueeze(1))
+    return torch.where(torch.isnan(x), module.decoder_mean(z), x)
+
+
+def mean_over_completions(function, module, x, noise):
+    """``function(module, x)`` per row, where a row with missing entries gets
+    instead the mean of ``function`` over its completions (completed_rows):
+    it is scored as the complete row the model predicts from its observed
+    entries. Rows without missing entries are computed as they are, so
+    their results are unchanged."""
+    plain = function(module, x)
+    missing = torch.isnan(x)
+    if not missing.any():
+        return plain
+    completions = completed_rows(module, x, noise)
+    k, n, width = completions.shape
+    values = function(module, completions.reshape(k * n, width))
+    values = values.reshape(k, n, *values.shape[1:]).mean(dim=0)
+    holey = missing.any(dim=1).reshape(n, *(1,) * (values.dim() - 1))
+    return torch.where(holey, values, plain)
+
+
 def sample_rows(module, z, generator):
     """Draw x ~ p(x|z) on the CPU, in column order and the model's units."""
     location, log_var = (t if t is None else t.cpu() for t in module.decode(z))
-    if module.uniform_kind == "bernoulli":
-        return torch.bernoulli(torch.sigmoid(location), generator=generator)
-    if module.uniform_kind == "gaussian":
-        noise = torch.randn(location.shape, generator=generator)
-        return location + torch.exp(0.5 * log_var) * noise
-    gaussian, bernoulli, logits = module.split_output(location)
-    if log_var is not None:
-        gaussian = gaussian + torch.exp(0.5 * log_var) * torch.randn(
-            gaussian.shape, generator=generator
-        )
-    bernoulli = torch.bernoulli(torch.sigmoid(bernoulli), generator=generator)
-    codes = [
-        torch.multinomial(torch.softmax(block, dim=-1), 1, generator=generator)[:, 0]
-        for block in logits
-    ]
-    categorical = torch.stack(codes, -1).to(location.dtype) if codes else location[..., :0]
-    return module.to_columns(gaussian, bernoulli, categorical)
+    params = module.split_output(location, log_var)
+    # One kind after the other, in table order: the draws from ``generator``
+    # come in a fixed order.
+    return module.per_column("sample", params, None, generator)

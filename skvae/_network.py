@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ._observations import KINDS, OBSERVATION_MODELS
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
 
@@ -28,7 +29,6 @@ MIN_LATENT_LOG_VAR = -12.0
 MAX_LATENT_LOG_VAR = 8.0
 # Code of a category that was not seen in training.
 UNSEEN_CODE = -1.0
-KINDS = ("gaussian", "bernoulli", "categorical")
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,10 @@ class ColumnLayout:
         if not (len(kinds) == len(counts) == len(masked)) or not set(kinds) <= set(KINDS):
             raise ValueError(f"bad column layout {state!r:.200}")
         for kind, count, mask in zip(kinds, counts, masked, strict=True):
-            categorical = kind == "categorical"
-            if not isinstance(count, int) or (count < 1 if categorical else count != 0):
+            model = OBSERVATION_MODELS[kind]
+            if not isinstance(count, int) or (count < 1 if model.has_categories else count != 0):
                 raise ValueError(f"bad category count {count!r:.20} for a {kind} column")
-            if not isinstance(mask, bool) or (mask and categorical):
+            if not isinstance(mask, bool) or (mask and not model.has_indicator):
                 raise ValueError(f"bad missing indicator {mask!r:.20} for a {kind} column")
         return cls(tuple(kinds), tuple(counts), tuple(masked))
 
@@ -88,12 +88,15 @@ class ColumnLayout:
 
     @property
     def input_width(self):
-        numeric = sum(k != "categorical" for k in self.kinds)
-        return numeric + sum(self.n_categories) + sum(self.masked)
+        # A column takes as many encoder inputs as decoder outputs.
+        return self.output_width + sum(self.masked)
 
     @property
     def output_width(self):
-        return sum(k != "categorical" for k in self.kinds) + sum(self.n_categories)
+        return sum(
+            OBSERVATION_MODELS[kind].output_width(count)
+            for kind, count in zip(self.kinds, self.n_categories, strict=True)
+        )
 
 
 def fill_missing(x):
@@ -141,7 +144,9 @@ class VAEModule(nn.Module):
     The encoder input is the Gaussian and Bernoulli values (missing ones set
     to 0), then the one-hot codes of the categorical columns, then the
     missing-value indicators. The decoder output holds the Gaussian means,
-    then the Bernoulli logits, then the logits of each categorical column.
+    then the Bernoulli logits, then the logits of each categorical column:
+    the order of ``OBSERVATION_MODELS``, whose entries say how each kind
+    reads these outputs (skvae._observations).
     For numeric columns without indicators both are the row itself.
     """
 
@@ -176,23 +181,23 @@ class VAEModule(nn.Module):
             indices = {kind: torch.arange(0) for kind in KINDS}
             indices[likelihood] = torch.arange(n_features)
             self.masked_columns = []
-            self.category_counts = []
             input_width = output_width = n_features
         else:
             indices = {k: torch.tensor(layout.indices(k), dtype=torch.long) for k in KINDS}
             self.masked_columns = [j for j, m in enumerate(layout.masked) if m]
-            self.category_counts = [layout.n_categories[j] for j in layout.indices("categorical")]
             input_width, output_width = layout.input_width, layout.output_width
         for kind in KINDS:
             self.register_buffer(f"{kind}_index", indices[kind], persistent=False)
         masked = torch.tensor(self.masked_columns, dtype=torch.long)
         self.register_buffer("mask_index", masked, persistent=False)
         self.n_gaussian = len(self.gaussian_index)
-        self.n_bernoulli = len(self.bernoulli_index)
-        # One numeric kind without indicators is the common case: the row
-        # goes through as it is, with no gathering or scattering.
+        self.blocks = _output_blocks(layout, n_features, likelihood)
+        # One kind whose column is a single input, without indicators, is the
+        # common case: the row goes through as it is, with no gathering or
+        # scattering.
         kinds = {likelihood} if layout is None else set(layout.kinds)
-        single = len(kinds) == 1 and not self.masked_columns and "categorical" not in kinds
+        single = len(kinds) == 1 and not self.masked_columns
+        single = single and not OBSERVATION_MODELS[next(iter(kinds))].has_categories
         self.uniform_kind = kinds.pop() if single else None
 
         hidden = list(hidden_layer_sizes)
@@ -280,44 +285,57 @@ class VAEModule(nn.Module):
             log_var -= 2.0 * torch.log(factor)
 
     # ------------------------------------------------------------ the layout
-    def category_codes(self, x):
-        """Codes of the categorical columns as int64 (0 where missing or
-        unseen) and where they are valid, each of shape (n, n_categorical)."""
-        codes = x[:, self.categorical_index]
-        valid = codes >= 0  # False for NaN and for UNSEEN_CODE
-        return torch.where(valid, codes, 0.0).long(), valid
+    def column_index(self, kind):
+        """Positions of the columns of ``kind`` (on the module's device)."""
+        return getattr(self, f"{kind}_index")
+
+    def column_blocks(self, x):
+        """The columns of ``x`` (..., n_features) of each kind present, in
+        table order: ``{kind: block}``."""
+        if self.uniform_kind is not None:
+            return {self.uniform_kind: x}
+        return {kind: x[..., self.column_index(kind)] for kind, *_ in self.blocks}
 
     def network_input(self, x):
         """The encoder's input for rows ``x`` (NaN where missing)."""
         filled, _ = fill_missing(x)
         if self.uniform_kind is not None:
             return filled
-        parts = [filled[:, self.gaussian_index], filled[:, self.bernoulli_index]]
-        if self.category_counts:
-            codes, valid = self.category_codes(x)
-            for j, count in enumerate(self.category_counts):
-                one_hot = F.one_hot(codes[:, j], count).to(x.dtype)
-                parts.append(one_hot * valid[:, j : j + 1])
+        parts = []
+        for kind, counts, *_ in self.blocks:
+            index = self.column_index(kind)
+            model = OBSERVATION_MODELS[kind]
+            parts += model.encoder_input(filled[:, index], x[:, index], counts)
         parts.append(torch.isnan(x[:, self.mask_index]).to(x.dtype))
         return torch.cat(parts, dim=1)
 
-    def split_output(self, location):
-        """Gaussian means, Bernoulli logits and the list of categorical logits."""
-        g, b = self.n_gaussian, self.n_bernoulli
-        logits = torch.split(location[..., g + b :], self.category_counts, dim=-1)
-        return location[..., :g], location[..., g : g + b], list(logits)
+    def split_output(self, location, log_var=None):
+        """The decoder output as ``{kind: params}``, each kind's parameters
+        as its observation model's ``parameters`` makes them."""
+        return {
+            kind: OBSERVATION_MODELS[kind].parameters(location[..., start:stop], counts, log_var)
+            for kind, counts, start, stop in self.blocks
+        }
 
-    def to_columns(self, gaussian, bernoulli, categorical):
-        """Per-kind blocks of shape (..., n, n_kind) back into column order."""
-        if self.uniform_kind == "gaussian":
-            return gaussian
-        if self.uniform_kind == "bernoulli":
-            return bernoulli
-        shape = (*gaussian.shape[:-1], self.n_features)
-        out = gaussian.new_empty(shape)
-        out[..., self.gaussian_index.to(out.device)] = gaussian
-        out[..., self.bernoulli_index.to(out.device)] = bernoulli
-        out[..., self.categorical_index.to(out.device)] = categorical
+    def per_column(self, method, params, x=None, *args):
+        """``method`` of each kind's observation model, in column order: called
+        with the kind's block of ``x`` (when given), its ``params``, then
+        ``args``."""
+        blocks = None if x is None else self.column_blocks(x)
+        out = {}
+        for kind, p in params.items():
+            function = getattr(OBSERVATION_MODELS[kind], method)
+            out[kind] = function(p, *args) if blocks is None else function(blocks[kind], p, *args)
+        return self.to_columns(out)
+
+    def to_columns(self, blocks):
+        """``{kind: block of shape (..., n, n_kind)}`` back into column order."""
+        if self.uniform_kind is not None:
+            return blocks[self.uniform_kind]
+        first = next(iter(blocks.values()))
+        out = first.new_empty((*first.shape[:-1], self.n_features))
+        for kind, block in blocks.items():
+            out[..., self.column_index(kind).to(out.device)] = block
         return out
 
     # --------------------------------------------------------------- forward
@@ -345,8 +363,22 @@ class VAEModule(nn.Module):
         """The typical row given z, in column order and the model's units: the
         mean of a Gaussian column, the probability of a Bernoulli one, the
         most likely code of a categorical one."""
-        location, _ = self.decode(z)
-        gaussian, bernoulli, logits = self.split_output(location)
-        modes = [block.argmax(dim=-1).to(location.dtype) for block in logits]
-        categorical = torch.stack(modes, dim=-1) if modes else location[..., :0]
-        return self.to_columns(gaussian, torch.sigmoid(bernoulli), categorical)
+        return self.per_column("mean", self.split_output(*self.decode(z)))
+
+
+def _output_blocks(layout, n_features, likelihood):
+    """``(kind, counts, start, stop)`` of each kind with columns, in table
+    order: the category counts of its columns (None for the default layout,
+    which has no categories) and its slice of the decoder output. The
+    default layout stays O(1) in size (see VAEModule.layout)."""
+    if layout is None:
+        width = n_features * OBSERVATION_MODELS[likelihood].output_width(0)
+        return [(likelihood, None, 0, width)]
+    blocks, start = [], 0
+    for kind, model in OBSERVATION_MODELS.items():
+        counts = [layout.n_categories[j] for j in layout.indices(kind)]
+        if counts:
+            stop = start + sum(model.output_width(count) for count in counts)
+            blocks.append((kind, counts, start, stop))
+            start = stop
+    return blocks

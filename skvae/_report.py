@@ -134,8 +134,8 @@ def _data_summary(X, result, source, left_out):
         f"{len(X)} rows; {X.shape[1]} column(s) modelled: {', '.join(X.columns)}",
         "Left out (the id, empty, identifier-like or unsupported): "
         + (", ".join(map(str, left_out)) if left_out else "none"),
-        f"{n_missing} row(s) with missing values, scored on the values they have "
-        "(named in the output's missing column)",
+        f"{n_missing} row(s) with missing values, scored as completed by the model's "
+        "prediction of them (named in the output's missing column)",
     ]
     items = "".join(f"<li>{html.escape(fact)}</li>" for fact in facts)
     return f"<ul>{items}</ul>" + _table(X.describe(include="all").T)

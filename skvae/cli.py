@@ -497,7 +497,10 @@ def detect(args):
     print(_summary(result, _flagging(args, detector)))
     n_missing = sum(bool(names) for names in missing)
     if n_missing:
-        print(f"{n_missing} row(s) have missing values; they are scored on the values they have")
+        print(
+            f"{n_missing} row(s) have missing values; each is scored as completed by "
+            "the model's prediction of them"
+        )
     _print_top(top)
     if labels is not None:
         _print_demo_check(labels, result, top)

@@ -165,8 +165,9 @@ def test_unseen_categories_and_all_missing_rows_get_defined_scores(Estimator):
     empty = pd.DataFrame({name: pd.Series([None, None], dtype=object) for name in frame})
     scores = est.score_samples(empty)
     assert np.isfinite(scores).all()
-    # With nothing observed the bound is minus the KL term: at most 0.
-    assert (scores <= 0).all()
+    # Nothing observed tells the two rows apart: both score as the model's
+    # predicted row (tests/test_missing_values.py has the rule).
+    assert scores[0] == scores[1]
 
 
 def test_unseen_category_scores_lower_than_its_row_with_a_seen_one():
@@ -330,8 +331,9 @@ def test_feature_contributions_are_per_original_column(scoring):
     assert list(contributions.columns) == list(frame.columns)
     values = contributions.to_numpy()
     assert np.isfinite(values).all()
-    # Missing entries contribute nothing; observed categorical ones do.
-    assert (values[frame.isna().to_numpy()] == 0).all()
+    # Missing entries contribute their predicted value's share (never a
+    # -0.0 of "not counted"); observed categorical ones contribute too.
+    assert (values[frame.isna().to_numpy()] != 0).all()
     assert (values[frame["o"].notna().to_numpy(), 7] != 0).all()
     if scoring == "reconstruction":
         np.testing.assert_allclose(values.sum(axis=1), -detector.score_samples(frame), rtol=1e-5)
@@ -352,12 +354,13 @@ def test_numeric_frame_scores_exactly_as_its_array(blobs, scoring):
     assert on_frame.module_.config() == on_array.module_.config()
 
 
-def test_log_jacobian_counts_only_observed_gaussian_entries():
+def test_log_jacobian_counts_every_gaussian_entry_missing_ones_included():
     # Rescaling a column by 10 leaves the standardised model as it was and
-    # lowers each row's density by log 10 where that column is observed.
+    # lowers each row's density by log 10, also where the value is missing:
+    # a missing entry is scored as its completion, in the same units.
     frame = mixed_frame()[["f", "i01", "c"]]
+    assert frame["f"].isna().any()
     scaled = frame.assign(f=frame["f"] * 10.0)
     base = VAEAnomalyDetector(**FAST).fit(frame).score_samples(frame)
     moved = VAEAnomalyDetector(**FAST).fit(scaled).score_samples(scaled)
-    observed = frame["f"].notna().to_numpy()
-    np.testing.assert_allclose(moved - base, -np.log(10.0) * observed, atol=1e-3)
+    np.testing.assert_allclose(moved - base, -np.log(10.0), atol=1e-3)
