@@ -377,10 +377,14 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
             contributions = -self._evaluate(
                 X_checked, _likelihoods.reconstruction_feature_log_likelihood
             )
+        # A date's parts count towards their column; columns left out have none.
+        schema = self.column_schema_
+        contributions = schema.per_column(contributions)
         if not hasattr(self, "feature_names_in_"):
             return contributions
         index = X.index if isinstance(X, pd.DataFrame) else None
-        return pd.DataFrame(contributions, columns=self.feature_names_in_, index=index)
+        columns = schema.modelled(list(self.feature_names_in_))
+        return pd.DataFrame(contributions, columns=columns, index=index)
 
     def embed(self, X):
         """Posterior means of the rows of X: where they sit in the latent space.
