@@ -69,10 +69,12 @@ SEPARATORS = (
     ("'", "."),
 )
 EPOCH = pd.Timestamp("1970-01-01")
+# What a text column may hold (lists, dicts and other objects it may not).
+SCALARS = (str, int, float, bool, np.generic)
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 # Date parts: the categories of each and how to get its codes.
 DATE_PARTS = {
-    "weekday": (WEEKDAYS, lambda times: times.dt.dayofweek),
+    "weekday": (WEEKDAYS, lambda times: times.dt.day_of_week),
     "hour": (list(range(24)), lambda times: times.dt.hour),
 }
 # The day of the week is only worth a column once a column spans two weeks.
@@ -105,7 +107,7 @@ def read_columns(columns, column_types, default_kind):
         if reading is not None and declared is None:
             if reading["read"] == "ignore":
                 left_out.append(f"{name} ({reading['reason']})")
-            elif reading["read"] in ("text number", "date"):
+            elif reading["read"] == "text number" or reading.get("format") is not None:
                 retyped.append(f"{name} ({describe_reading(reading)})")
     if left_out:
         warn(
@@ -166,7 +168,7 @@ def _read_column(name, series, declared, default_kind):
             if _is_sequence(values):
                 return _ignore("integer sequence, one value per row: an identifier"), []
         return None, [ModelColumn(default_kind)]
-    if _is_text(dtype):
+    if _is_text(dtype) and _all_instances(observed.to_numpy(), SCALARS):
         values = observed.to_numpy()
         if ptypes.is_object_dtype(dtype) and _all_instances(values, (bool, np.bool_)):
             return None, [ModelColumn("bernoulli")]  # a bool column with missing values

@@ -25,6 +25,7 @@ from pandas.api import types as ptypes
 
 from ._anomaly import VAEAnomalyDetector
 from ._persistence import ModelFileError, load
+from ._typing import TypingNote
 from .conformal import benjamini_hochberg
 from .datasets import load_demo
 
@@ -32,9 +33,6 @@ PARQUET_SUFFIXES = {".parquet", ".pq"}
 # How many features the outlier table names per row.
 TOP_FEATURES = 3
 TOP_HEADER = "Top outliers, with each one's largest feature contributions (feature=value (+c)):"
-# A text column with more distinct values than this, and than half its rows,
-# is taken for an identifier or free text and left out.
-MAX_DISTINCT_TEXT = 20
 # How much of a CSV file is read to guess its separator.
 SNIFF_CHARS = 65536
 # Exit status for user mistakes (argparse uses the same for bad options).
@@ -205,54 +203,18 @@ def _check_columns(frame, names, source):
         )
 
 
-def _modelled(series):
-    """Whether skvae can model the column: numbers, yes/no, or categories."""
-    dtype = series.dtype
-    if isinstance(dtype, pd.CategoricalDtype) or ptypes.is_bool_dtype(dtype):
-        return True
-    if ptypes.is_numeric_dtype(dtype):
-        return not ptypes.is_complex_dtype(dtype)
-    return ptypes.is_object_dtype(dtype) or ptypes.is_string_dtype(dtype)
-
-
-def _looks_like_identifier(series):
-    """Text where most values differ (names, ids, free text, dates as text):
-    as categories they would make the model learn one softmax class per row."""
-    if ptypes.is_numeric_dtype(series.dtype) or ptypes.is_bool_dtype(series.dtype):
-        return False
-    observed = series.dropna()
-    distinct = observed.nunique()
-    return distinct > MAX_DISTINCT_TEXT and distinct > len(observed) / 2
-
-
 def feature_columns(frame, columns, exclude, source):
-    """The columns to model, with a warning naming those left out and why."""
+    """The columns handed to the model: those named by ``--columns``, or all
+    but the id column. The model's typing (skvae._typing) reads them and
+    warns about any it leaves out."""
     if columns:
         wanted = [name.strip() for group in columns for name in group.split(",") if name.strip()]
         _check_columns(frame, wanted, source)
-    else:
-        wanted = [name for name in frame.columns if name not in exclude]
-    reasons = {
-        "no values": [name for name in wanted if frame[name].isna().all()],
-        "a type skvae cannot model (convert it to numbers or text)": [
-            name for name in wanted if not _modelled(frame[name])
-        ],
-        "text with mostly distinct values, like an identifier": [
-            name
-            for name in wanted
-            if _modelled(frame[name]) and _looks_like_identifier(frame[name])
-        ],
-    }
-    left_out = set()
-    for reason, names in reasons.items():
-        names = [name for name in names if name not in left_out]
-        if names:
-            _warn(f"left out column(s) {', '.join(names)}: {reason}")
-        left_out.update(names)
-    kept = [name for name in wanted if name not in left_out]
-    if not kept:
+        return wanted
+    wanted = [name for name in frame.columns if name not in exclude]
+    if not wanted:
         raise UserError(f"{source} has no column to score")
-    return kept
+    return wanted
 
 
 def model_input(frame, columns):
@@ -319,13 +281,17 @@ def _warn_if_fdr_cannot_flag(n_calibration, n_rows, fdr):
 def top_outliers(detector, X, result, n):
     """The ``n`` lowest-scoring rows with their largest feature contributions."""
     top = result.nsmallest(n, "score")
-    contributions = np.asarray(detector.feature_contributions(X.iloc[top.index]))
-    names = list(X.columns)
+    # One contribution per modelled column: columns the model left out have none.
+    contributions = detector.feature_contributions(X.iloc[top.index])
+    names = list(contributions.columns)
     described = []
-    for row, values in zip(top.index, contributions, strict=True):
+    for row, values in zip(top.index, contributions.to_numpy(), strict=True):
         largest = np.argsort(-values)[:TOP_FEATURES]
         described.append(
-            ", ".join(f"{names[j]}={_shown(X.iat[row, j])} ({values[j]:+.1f})" for j in largest)
+            ", ".join(
+                f"{names[j]}={_shown(X.at[X.index[row], names[j]])} ({values[j]:+.1f})"
+                for j in largest
+            )
         )
     top = top.drop(columns=["missing"]).assign(most_anomalous_features=described)
     return top
@@ -406,6 +372,8 @@ def detect(args):
         detector.fit(X)
     except ValueError as error:  # TrainingDivergedError, or values fit cannot use
         raise UserError(f"cannot fit a model on {source}: {_first_line(error)}") from error
+    if not args.quiet:
+        print_columns(detector)
     result = score_table(detector, X, ids, missing, args.fdr)
     top = top_outliers(detector, X, result, args.top)
     print(_summary(result, _flagging(args, detector)))
@@ -432,6 +400,7 @@ def detect(args):
                 top=top,
                 source=source,
                 left_out=[c for c in frame.columns if c not in columns and c != id_column],
+                columns=detector.describe_columns(),
                 flagging=_flagging(args, detector),
                 labels=labels,
             )
@@ -466,6 +435,14 @@ def score(args):
     return 0
 
 
+def print_columns(detector):
+    """The table of how each column was read and modelled."""
+    table = detector.describe_columns().drop(columns="dtype")
+    table["missing"] = [f"{share:.0%}" if share == share else "?" for share in table["missing"]]
+    print("Columns (how each was read, and modelled):")
+    print(table.to_string(index=False))
+
+
 def _print_demo_check(labels, result, top):
     from sklearn.metrics import roc_auc_score
 
@@ -496,7 +473,8 @@ def _warn(message):
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     # Library warnings (a ConvergenceWarning, say) as one line, not file:line,
     # naming the option rather than the Python parameter.
-    _warn(str(message).replace("increase max_iter", "raise --max-iter"))
+    text = str(message).replace("increase max_iter", "raise --max-iter")
+    _warn(text.replace("; declare a column's kind in column_types to model it", ""))
 
 
 def main(argv=None):
@@ -504,6 +482,9 @@ def main(argv=None):
     command = detect if args.command == "detect" else score
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        if args.command == "detect" and not args.quiet:
+            # The column table printed after the fit says which text was read as what.
+            warnings.filterwarnings("ignore", category=TypingNote)
         try:
             return command(args)
         except UserError as error:
