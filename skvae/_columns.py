@@ -99,7 +99,7 @@ def infer_schema(X, column_types=None, default_kind="gaussian"):
         ordered=[model.ordered for model in models],
         names=names,
         readings=readings if any(reading is not None for reading in readings) else None,
-        missing=[float(pd.isna(series).mean()) for _, series in columns] if names else None,
+        missing=[float(pd.isna(series).mean()) for _, series in columns],
     )
 
 
