@@ -526,7 +526,7 @@ def describe_reading(reading, dtype=None, kind=None, categories=None):
         return "duration -> seconds"
     if read == "category":
         return f"category ({reading['levels']} levels, the {MAX_LEVELS} most frequent kept)"
-    return "left out"
+    return ""  # left out: the table says why
 
 
 # ----------------------------------------------------------------- warnings

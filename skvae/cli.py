@@ -218,15 +218,21 @@ def feature_columns(frame, columns, exclude, source):
 
 
 def model_input(frame, columns):
-    """``frame[columns]`` with infinite numbers as missing values, and per row
-    the comma-joined names of its missing columns."""
+    """``frame[columns]`` with infinite numbers as missing values."""
     X = frame[columns].copy()
     for name in columns:
         if ptypes.is_float_dtype(X[name].dtype):
             X[name] = X[name].replace([np.inf, -np.inf], np.nan)
-    names = np.array(columns, dtype=object)
-    missing = [",".join(names[row]) for row in X.isna().to_numpy()]
-    return X, missing
+    return X
+
+
+def missing_columns(detector, X):
+    """Per row, the comma-joined names of its missing modelled columns (a
+    column the model left out is not missing from any row)."""
+    table = detector.describe_columns()
+    modelled = list(table.loc[table["modelled as"] != "left out", "column"])
+    names = np.array(modelled, dtype=object)
+    return [",".join(names[row]) for row in X[modelled].isna().to_numpy()]
 
 
 def _ids(frame, id_column, source):
@@ -358,7 +364,7 @@ def detect(args):
         id_column = args.id_column
     ids = _ids(frame, id_column, source)
     columns = feature_columns(frame, args.columns, {id_column}, source)
-    X, missing = model_input(frame, columns)
+    X = model_input(frame, columns)
     detector = VAEAnomalyDetector(
         contamination=args.contamination,
         scoring=args.scoring,
@@ -374,6 +380,7 @@ def detect(args):
         raise UserError(f"cannot fit a model on {source}: {_first_line(error)}") from error
     if not args.quiet:
         print_columns(detector)
+    missing = missing_columns(detector, X)
     result = score_table(detector, X, ids, missing, args.fdr)
     top = top_outliers(detector, X, result, args.top)
     print(_summary(result, _flagging(args, detector)))
@@ -425,9 +432,9 @@ def score(args):
     frame = read_table(args.file)
     columns = [str(name) for name in detector.feature_names_in_]
     _check_columns(frame, columns, args.file)
-    X, missing = model_input(frame, columns)
+    X = model_input(frame, columns)
     ids = _ids(frame, args.id_column, args.file)
-    result = score_table(detector, X, ids, missing, args.fdr)
+    result = score_table(detector, X, ids, missing_columns(detector, X), args.fdr)
     print(_summary(result, _flagging(args, detector)))
     _print_top(top_outliers(detector, X, result, args.top))
     if args.output is not None:
