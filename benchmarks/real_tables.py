@@ -206,16 +206,34 @@ def main(argv=None):
                 frame, planted = make_table(variant, X, y, seed)
                 result = run_one(frame, planted, seed)
                 rows.append(
-                    {"label": args.label, "dataset": name, "variant": variant, "seed": seed,
-                     "n_rows": len(frame), **result}
+                    {
+                        "label": args.label,
+                        "dataset": name,
+                        "variant": variant,
+                        "seed": seed,
+                        "n_rows": len(frame),
+                        **result,
+                    }
                 )
                 print(rows[-1], flush=True)
     timing = fit_times(args.label)
     print(timing, flush=True)
     stored = [r for r in _read_rows(RESULTS_CSV) if r.get("label") != args.label]
-    fields = ["label", "dataset", "variant", "seed", "n_rows", "roc_auc", "median_rank",
-              "worst_rank", "fit_score_s", "error", "column", "fit_20_epochs_s",
-              "largest_categorical"]
+    fields = [
+        "label",
+        "dataset",
+        "variant",
+        "seed",
+        "n_rows",
+        "roc_auc",
+        "median_rank",
+        "worst_rank",
+        "fit_score_s",
+        "error",
+        "column",
+        "fit_20_epochs_s",
+        "largest_categorical",
+    ]
     everything = stored + rows + timing
     RESULTS_CSV.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS_CSV, "w", newline="") as handle:
@@ -257,8 +275,9 @@ def _section(rows, args, argv):
         "",
         f"{N_PLANTED} planted rows (one column {PLANTED_SD:g} SD above its mean) among up to "
         f"{N_ROWS} inlier rows per dataset, seeds {', '.join(map(str, args.seeds))}; "
-        f"`VAEAnomalyDetector(max_iter={MAX_ITER}, random_state=seed)` fitted on the DataFrame. Each cell: ROC-AUC "
-        "of the planted rows / median rank of a planted row (1 = most anomalous). `before` is "
+        f"`VAEAnomalyDetector(max_iter={MAX_ITER}, random_state=seed)` fitted on the "
+        "DataFrame. Each cell: ROC-AUC of the planted rows / median rank of a planted row "
+        "(1 = most anomalous). `before` is "
         "main's code (PYTHONPATH at its checkout), `after` this branch's. See the script's "
         "docstring for how each table is written.",
         "",
@@ -269,8 +288,10 @@ def _section(rows, args, argv):
         "",
         markdown_table(
             ["code", "text column", "fit (s)", "largest categorical"],
-            [[r["label"], r["column"], r["fit_20_epochs_s"], r["largest_categorical"]]
-             for r in times],
+            [
+                [r["label"], r["column"], r["fit_20_epochs_s"], r["largest_categorical"]]
+                for r in times
+            ],
         ),
         "",
     ]

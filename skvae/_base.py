@@ -56,10 +56,11 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
         of 0 and 1 are Bernoulli; ``category`` and text columns are
         categorical, keeping their 50 most frequent levels and sharing one
         ``"(other)"`` level among the rest and among levels first seen
-        after ``fit`` (a column declared categorical keeps every level); text that is numbers in disguise (``"3,750"``,
-        ``"$1,658.08"``, ``"€ 1.234,50"``, ``"12%"``, ``"(1,234)"``) is
-        parsed as numbers with the rule ``fit`` learned (a value that rule
-        cannot read later is a ValueError naming it); dates and datetimes
+        after ``fit`` (a column declared categorical keeps every level);
+        text that is numbers in disguise (``"3,750"``, ``"$1,658.08"``,
+        ``"€ 1.234,50"``, ``"12%"``, ``"(1,234)"``) is parsed as numbers
+        with the rule ``fit`` learned (a value that rule cannot read later
+        is a ValueError naming it); dates and datetimes
         (``datetime64``, or text in one date format) become days since
         1970-01-01 plus, where they vary, the day of the week and the hour
         as categoricals; durations become seconds; identifiers (an integer

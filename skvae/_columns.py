@@ -41,8 +41,10 @@ def _check_column_types(column_types, names, n_columns):
     allowed = DECLARABLE_KINDS if names is not None else MODEL_KINDS
     for key, kind in column_types.items():
         if kind not in allowed:
-            extra = "" if names is not None or kind not in DECLARABLE_KINDS else (
-                " ('datetime' and 'ignore' apply to DataFrame columns)"
+            extra = (
+                ""
+                if names is not None or kind not in DECLARABLE_KINDS
+                else (" ('datetime' and 'ignore' apply to DataFrame columns)")
             )
             raise ValueError(
                 f"column_types[{key!r}] must be one of {', '.join(map(repr, allowed))}; "
@@ -89,7 +91,9 @@ def infer_schema(X, column_types=None, default_kind="gaussian"):
     readings = [reading for reading, _ in typed]
     models = [model for _, column_models in typed for model in column_models]
     if not models:
-        reasons = "; ".join(f"{name}: {reading['reason']}" for name, reading in zip(names, readings))
+        reasons = "; ".join(
+            f"{name}: {reading['reason']}" for name, reading in zip(names, readings, strict=True)
+        )
         raise ValueError(f"X has no column skvae can model ({reasons}).")
     return ColumnSchema(
         kinds=[model.kind for model in models],
@@ -337,7 +341,9 @@ class ColumnSchema:
             return [_check_numeric(values, label, self.kinds[j])]
         if read == "duration":
             seconds = pd.to_timedelta(series).dt.total_seconds()
-            return [_check_numeric(seconds.to_numpy(np.float64, na_value=np.nan), label, "gaussian")]
+            return [
+                _check_numeric(seconds.to_numpy(np.float64, na_value=np.nan), label, "gaussian")
+            ]
         if read == "date":
             return _typing.encode_dates(series, reading, label)
         return []  # left out

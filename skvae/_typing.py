@@ -406,12 +406,16 @@ def _times(series, reading, label):
             try:
                 series = pd.to_datetime(series)
             except (TypeError, ValueError) as error:
-                raise ValueError(f"Column {label} holds values that are not dates ({error}).")
+                raise ValueError(
+                    f"Column {label} holds values that are not dates ({error})."
+                ) from None
         times = series
     else:
         text = series.astype(object).where(~pd.isna(series), "").astype(str).str.strip()
         blank = text.str.lower().isin(MISSING_TEXT)
-        times = pd.to_datetime(text.where(~blank), format=reading["format"], errors="coerce", utc=True)
+        times = pd.to_datetime(
+            text.where(~blank), format=reading["format"], errors="coerce", utc=True
+        )
         bad = times.isna() & ~blank
         if bad.any():
             raise ValueError(
@@ -443,7 +447,9 @@ def decode_dates(days, reading):
     times = EPOCH + pd.to_timedelta(np.round(days * 86400e3), unit="ms")
     if reading["format"] is None:
         return times
-    return np.asarray(pd.Series(times).dt.strftime(reading["format"].replace("%z", "")), dtype=object)
+    return np.asarray(
+        pd.Series(times).dt.strftime(reading["format"].replace("%z", "")), dtype=object
+    )
 
 
 # ----------------------------------------------------------------- readings

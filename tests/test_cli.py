@@ -96,7 +96,9 @@ def detect_run(tmp_path_factory):
 def test_detect_on_a_csv_keeps_every_row_and_names_what_it_left_out(detect_run):
     folder, frame, result = detect_run
     assert result.returncode == 0, result.stderr
-    assert "left out column(s) comment (text with 2000 distinct values in 2000 rows" in result.stderr
+    assert (
+        "left out column(s) comment (text with 2000 distinct values in 2000 rows" in result.stderr
+    )
     assert "city" not in result.stderr  # three categories: modelled
     assert "skvae fit" not in result.stderr  # --quiet
     assert "100 of 2000 rows flagged as outliers" in result.stdout

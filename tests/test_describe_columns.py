@@ -24,8 +24,9 @@ def export(n=120, seed=0):
         {
             "order_id": np.arange(5001, 5001 + n),
             "price": [f"${v:,.2f}" for v in price],
-            "ordered": (pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.randint(0, 365, n), "D"))
-            .strftime("%d/%m/%Y"),
+            "ordered": (
+                pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.randint(0, 365, n), "D")
+            ).strftime("%d/%m/%Y"),
             "store": rng.choice(["north", "south", "east"], n),
             "weight": (price / 100 + rng.normal(0, 1, n)).round(2),
             "notes": None,
@@ -112,8 +113,9 @@ def test_a_schema_saved_by_the_previous_version_still_loads():
     assert schema.to_dict() == state  # and written back byte for byte
     assert list(schema.describe()["read as"]) == ["number", "category (2 levels)", "yes/no"]
     with pytest.raises(ValueError, match="bad column reading"):
-        ColumnSchema.from_dict({**state, "readings": [None, {"read": "magic"}, None],
-                                "missing": [0.0, 0.0, 0.0]})
+        ColumnSchema.from_dict(
+            {**state, "readings": [None, {"read": "magic"}, None], "missing": [0.0, 0.0, 0.0]}
+        )
 
 
 def test_detect_prints_the_column_table_unless_quiet(tmp_path, capsys):
