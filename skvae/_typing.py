@@ -29,7 +29,8 @@ the observation model of each model column the reading gives:
 What ``column_types`` declares always wins over these rules.
 
 A reading is a dict of plain values (JSON-able, stored in model files); the
-plain "as it is" reading is ``None``. numpy and pandas only.
+plain "as it is" reading is ``None``. numpy and pandas only (no torch); the
+warnings look up where scikit-learn lives, to point past its frames.
 """
 
 from __future__ import annotations
