@@ -339,8 +339,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         row's posterior mean, in nats of the standardised feature (for
         ``scoring="reconstruction"``: its squared standardised error; for a
         categorical column, the squared error of its one-hot code, the Brier
-        score). One value per original column, categorical ones included;
-        0 where the value is missing. Higher is more anomalous; a row's
+        score). One value per modelled column, categorical ones included
+        (a date's parts add up into their column; a column left out by the
+        typing rules has none); 0 where the value is missing. Higher is more anomalous; a row's
         largest terms are the features the model could not explain. They
         add up to the reconstruction part of the score: for
         ``scoring="reconstruction"`` the row sums are ``-score_samples(X)``;

@@ -354,7 +354,7 @@ class _BaseVAE(BaseEstimator):
             _check_frame_shape(X, min_rows)
             schema = self._schema(X, reset)
             encoded = schema.encode(X)
-        elif "categorical" in declared if reset else self.column_schema_.has_categorical:
+        elif "categorical" in declared if reset else self.column_schema_.needs_encoding:
             X = validate_data(
                 self,
                 X,

@@ -221,6 +221,12 @@ class ColumnSchema:
     def has_categorical(self):
         return "categorical" in self.kinds
 
+    @property
+    def needs_encoding(self):
+        """Whether rows need more than a cast to float: categories to code,
+        text to parse, columns to leave out."""
+        return self.has_categorical or self.readings is not None
+
     def _readings(self):
         return self.readings if self.readings is not None else [None] * self.n_columns
 

@@ -269,3 +269,12 @@ def test_text_read_as_numbers_or_dates_is_said_once():
     with pytest.warns(TypingNote, match=r"read text column\(s\) date \(text -> date") as caught:
         infer_schema(frame)
     assert len(caught) == 1 and "minutes (text -> number)" in str(caught[0].message)
+
+
+def test_an_array_scores_by_position_under_a_typed_frames_rules():
+    frame = cars(120)
+    detector = fit_quietly(frame.drop(columns="plate"))
+    as_array = frame.drop(columns="plate").to_numpy(dtype=np.float64)
+    np.testing.assert_array_equal(
+        detector.score_samples(as_array), detector.score_samples(frame.drop(columns="plate"))
+    )
