@@ -689,10 +689,11 @@ class _BaseVAE(BaseEstimator):
         >>> X = pd.DataFrame({"price": ["$1,250.00", "$980.50", "$1,100.00"] * 20,
         ...                   "size": [1.0, 2.0, 3.0] * 20})
         >>> detector = VAEAnomalyDetector(max_iter=2, random_state=0).fit(X)
-        >>> detector.describe_columns()[["column", "read as", "modelled as"]]
-          column                                           read as modelled as
-        0  price  text -> number (thousands ',', currency '$')    gaussian
-        1   size                                            number    gaussian
+        >>> table = detector.describe_columns()
+        >>> table["read as"].tolist()
+        ["text -> number (thousands ',', currency '$')", 'number']
+        >>> table["modelled as"].tolist()
+        ['gaussian', 'gaussian']
         """
         check_is_fitted(self)
         return self.column_schema_.describe(self._moments)
