@@ -31,7 +31,15 @@ SETTINGS = ("contaminated", "novelty")
 RESULTS_DIR = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 # RESULTS.md is these fragments, in this order; each script rewrites its own.
-SECTIONS = ["quality", "ablation", "speed", "mixed_types", "dask", "dask_incremental"]
+SECTIONS = [
+    "quality",
+    "ablation",
+    "speed",
+    "mixed_types",
+    "real_tables",
+    "dask",
+    "dask_incremental",
+]
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

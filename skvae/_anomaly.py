@@ -332,16 +332,18 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         row's posterior mean, in nats of the standardised feature (for
         ``scoring="reconstruction"``: its squared standardised error; for a
         categorical column, the squared error of its one-hot code, the Brier
-        score). One value per original column, categorical ones included.
-        A missing feature gets the contribution of the value the model
-        predicts for it, and a row with missing values the mean over the
-        completions its score is the mean over (see ``column_types``), so a
-        missing feature shows a typical, never a zero, contribution. Higher
-        is more anomalous; a row's largest terms are the features the model
-        could not explain. They add up to the reconstruction part of the
-        score: for ``scoring="reconstruction"`` the row sums are
-        ``-score_samples(X)``; for ``scoring="elbo"`` ``-score_samples(X)``
-        is the row sum plus the row's KL term plus ``sum(log(scale_))``
+        score). One value per modelled column, categorical ones included
+        (a date's parts add up into their column; a column left out by the
+        typing rules has none). A missing feature gets the contribution of
+        the value the model predicts for it, and a row with missing values
+        the mean over the completions its score is the mean over (see
+        ``column_types``), so a missing feature shows a typical, never a
+        zero, contribution. Higher is more anomalous; a row's largest terms
+        are the features the model could not explain. They add up to the
+        reconstruction part of the score: for ``scoring="reconstruction"``
+        the row sums are ``-score_samples(X)``; for ``scoring="elbo"``
+        ``-score_samples(X)`` is the row sum plus the row's KL term plus
+        ``sum(log(scale_))``
         (``"iwae"`` gets the same terms as ``"elbo"``).
 
         Parameters
@@ -373,10 +375,14 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
             contributions = -self._evaluate_scores(
                 X_checked, _likelihoods.reconstruction_feature_log_likelihood
             )
+        # A date's parts count towards their column; columns left out have none.
+        schema = self.column_schema_
+        contributions = schema.per_column(contributions)
         if not hasattr(self, "feature_names_in_"):
             return contributions
         index = X.index if isinstance(X, pd.DataFrame) else None
-        return pd.DataFrame(contributions, columns=self.feature_names_in_, index=index)
+        columns = schema.modelled(list(self.feature_names_in_))
+        return pd.DataFrame(contributions, columns=columns, index=index)
 
     def embed(self, X):
         """Posterior means of the rows of X: where they sit in the latent space.

@@ -51,23 +51,36 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
         [0, 1] and is fitted without standardisation.
 
     column_types : dict or None, default=None
-        Observation model of chosen columns, keyed by column name (or
-        position), each ``"gaussian"``, ``"bernoulli"`` or ``"categorical"``;
-        it overrides the model inferred for them. Inferred, for a DataFrame:
-        ``category``, ``object`` and string columns are categorical (softmax
-        over the categories seen in ``fit``), ``bool`` columns and integer
-        columns holding only 0 and 1 are Bernoulli, other numeric columns
-        follow ``likelihood``. Every column of an array follows
-        ``likelihood``; an array of strings is an error unless its columns
-        are declared categorical here. The ELBO sums the per-column
-        log-likelihoods, in nats per row. Missing values (NaN, None,
-        ``pd.NA``) are allowed in every column: the encoder sees 0 for them
-        plus, for numeric columns that had missing values in ``fit``, a
-        missing-value indicator. Training fits the likelihood of the observed
-        entries only. Scores count a row with missing entries as the mean,
-        over ``n_importance_samples`` latent draws from the encoder's
-        posterior given its observed entries, of the score of the row
-        completed with the decoder's prediction at that draw (mean,
+        Kind of chosen columns, keyed by column name (or position):
+        ``"gaussian"``, ``"bernoulli"`` or ``"categorical"`` (the
+        observation model), or, for a DataFrame, ``"datetime"`` (read as
+        dates) or ``"ignore"`` (left out). What it declares wins over the
+        typing rules. A DataFrame's other columns are typed by rule:
+        numbers follow ``likelihood``; ``bool`` columns and integer columns
+        of 0 and 1 are Bernoulli; ``category`` and text columns are
+        categorical, keeping their 50 most frequent levels and sharing one
+        ``"(other)"`` level among the rest and among levels first seen
+        after ``fit`` (a column declared categorical keeps every level);
+        text that is numbers in disguise (``"3,750"``, ``"$1,658.08"``,
+        ``"€ 1.234,50"``, ``"12%"``, ``"(1,234)"``) is parsed as numbers
+        with the rule ``fit`` learned (a value that rule cannot read later
+        is a ValueError naming it); dates and datetimes
+        (``datetime64``, or text in one date format) become days since
+        1970-01-01 plus, where they vary, the day of the week and the hour
+        as categoricals; durations become seconds; identifiers (an integer
+        sequence with one value per row, text with mostly distinct values)
+        and columns with no values are left out with a warning naming them.
+        ``describe_columns()`` shows what was done. Every column of an
+        array follows ``likelihood``; an array of strings is an error
+        unless its columns are declared categorical here. The ELBO sums the
+        per-column log-likelihoods, in nats per row. Missing values (NaN,
+        None, ``pd.NA``) are allowed in every column: the encoder sees 0
+        for them plus, for numeric columns that had missing values in
+        ``fit``, a missing-value indicator. Training fits the likelihood of
+        the observed entries only. Scores count a row with missing entries
+        as the mean, over ``n_importance_samples`` latent draws from the
+        encoder's posterior given its observed entries, of the score of the
+        row completed with the decoder's prediction at that draw (mean,
         probability or most likely category): a missing value neither lowers
         a row's score nor, as a sum over observed entries would, raises it
         above that of a complete row with typical values. A category not
@@ -313,7 +326,7 @@ class _BaseVAE(BaseEstimator):
             _check_frame_shape(X, min_rows)
             schema = self._schema(X, reset)
             encoded = schema.encode(X)
-        elif "categorical" in declared if reset else self.column_schema_.has_categorical:
+        elif "categorical" in declared if reset else self.column_schema_.needs_encoding:
             X = validate_data(
                 self,
                 X,
@@ -623,6 +636,37 @@ class _BaseVAE(BaseEstimator):
         check_is_fitted(self)
         return self._evaluate(self._validate_input(X, reset=False), _posterior_mean)
 
+    def describe_columns(self):
+        """How each column of the training data was read and modelled.
+
+        Returns
+        -------
+        columns : DataFrame
+            One row per column of X: ``column``, ``dtype``, ``read as``
+            (for example ``"text -> number (thousands ',')"``, ``"text ->
+            date (%Y-%m-%d) -> days since 1970 + weekday"``, ``"number"``,
+            ``"category (12 levels)"``), ``modelled as`` (the observation
+            model of each model column, or ``"left out"``), ``missing`` (the
+            share of missing values in the rows ``fit`` typed the columns
+            on; NaN when a model file of a plain table does not know it) and
+            ``left out because``.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from skvae import VAEAnomalyDetector
+        >>> X = pd.DataFrame({"price": ["$1,250.00", "$980.50", "$1,100.00"] * 20,
+        ...                   "size": [1.0, 2.0, 3.0] * 20})
+        >>> detector = VAEAnomalyDetector(max_iter=2, random_state=0).fit(X)
+        >>> table = detector.describe_columns()
+        >>> table["read as"].tolist()
+        ["text -> number (thousands ',', currency '$')", 'number']
+        >>> table["modelled as"].tolist()
+        ['gaussian', 'gaussian']
+        """
+        check_is_fitted(self)
+        return self.column_schema_.describe(self._moments)
+
     def score(self, X, y=None):
         """Mean ELBO of the rows of ``X``, in nats (higher is better).
 
@@ -647,29 +691,31 @@ class _BaseVAE(BaseEstimator):
         n = self.n_features_in_
         schema = self.column_schema_
         names = getattr(self, "feature_names_in_", None)
-        if schema.n_columns != n or (
+        if schema.n_inputs != n or (
             names is not None and schema.names is not None and schema.names != list(names)
         ):
             raise ValueError(f"the column schema must describe the {n} feature columns")
+        # The network, scaling and moments are per model column.
+        m = schema.n_columns
         config = self.module_.config()
         expected = {
-            "n_features": n,
+            "n_features": m,
             "n_components": self.n_components,
             "hidden_layer_sizes": list(_check_hidden_layer_sizes(self.hidden_layer_sizes)),
             "activation": self.activation,
             "likelihood": self.likelihood,
             "decoder_variance": self.decoder_variance,
         }
-        if schema.layout != ColumnLayout.uniform(n, self.likelihood):
+        if schema.layout != ColumnLayout.uniform(m, self.likelihood):
             expected["layout"] = schema.layout.to_dict()
         if config != expected:
             raise ValueError(f"the network {config} does not match the parameters {expected}")
-        if self.mean_.shape != (n,) or self.scale_.shape != (n,) or np.any(self.scale_ <= 0):
-            raise ValueError(f"mean_ and scale_ must hold {n} values, scale_ positive")
+        if self.mean_.shape != (m,) or self.scale_.shape != (m,) or np.any(self.scale_ <= 0):
+            raise ValueError(f"mean_ and scale_ must hold {m} values, scale_ positive")
         if names is not None and names.shape != (n,):
             raise ValueError(f"feature_names_in_ must hold {n} names")
-        if self._moments.mean.shape != (n,):
-            raise ValueError(f"the column moments must hold {n} values")
+        if self._moments.mean.shape != (m,):
+            raise ValueError(f"the column moments must hold {m} values")
         mean, scale = self._scaling(self._moments)
         if not (np.array_equal(mean, self.mean_) and np.array_equal(scale, self.scale_)):
             raise ValueError("mean_ and scale_ are not those of the stored column moments")
@@ -743,7 +789,7 @@ def _check_support(X, schema):
 def _check_every_column_observed(X, schema):
     empty = np.flatnonzero(np.isnan(X).all(axis=0)) if X.shape[0] else []
     if len(empty):
-        names = [schema.names[j] for j in empty] if schema.names else list(empty)
+        names = [schema.model_names[j] for j in empty] if schema.names else list(empty)
         raise ValueError(
             f"Column(s) {names} of X hold no observed value (all missing); "
             "skvae cannot learn a column it never sees. Drop them before fitting."

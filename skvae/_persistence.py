@@ -155,8 +155,9 @@ class Strings(_Codec):
 
 
 class Array(_Codec):
-    """A finite float64 vector, stored as ``.npy``: one value per feature
-    when ``per_feature``, else of any non-zero length and ascending when
+    """A finite float64 vector, stored as ``.npy``: one value per model
+    column of the stored ``column_schema_`` when ``per_feature`` (a date
+    column gives several, a left-out column none), else of any non-zero length and ascending when
     ``ascending`` (sorted calibration scores)."""
 
     def __init__(self, *, per_feature=False, ascending=False, **kwargs):
@@ -169,7 +170,7 @@ class Array(_Codec):
         return name
 
     def _decode(self, name, stored, arrays, loaded):
-        shape = (loaded["n_features_in_"],) if self.per_feature else (None,)
+        shape = (loaded["column_schema_"].n_columns,) if self.per_feature else (None,)
         if stored != name:
             raise ValueError(f"names the array {stored!r:.100}, not {name!r}")
         array = arrays.read(name, shape, np.float64)
@@ -584,7 +585,8 @@ def _build(header, arrays, classes, device):
     if unknown:
         raise ModelFileError(f"unknown fitted attributes {unknown}")
     loaded = {"device_": device}
-    for attribute, codec in spec.items():
+    # The schema first: the shapes of the per-column arrays follow from it.
+    for attribute, codec in sorted(spec.items(), key=lambda item: item[0] != "column_schema_"):
         if attribute not in fitted:
             if codec.optional:
                 continue

@@ -127,22 +127,45 @@ def _parameters(detector, flagging):
     return _table(pd.DataFrame({"value": pd.Series(rows)}))
 
 
-def _data_summary(X, result, source, left_out):
+def _columns_table(columns):
+    """How each column was read and modelled (``describe_columns()``)."""
+    shown = columns.assign(missing=[f"{v:.1%}" if v == v else "?" for v in columns["missing"]])
+    return _table(shown, index=False)
+
+
+def _data_summary(X, result, source, left_out, columns):
     n_missing = int((result["missing"] != "").sum())
+    modelled = list(columns.loc[columns["modelled as"] != "left out", "column"])
+    dropped = list(columns.loc[columns["modelled as"] == "left out", "column"])
     facts = [
         f"Source: {source}",
-        f"{len(X)} rows; {X.shape[1]} column(s) modelled: {', '.join(X.columns)}",
-        "Left out (the id, empty, identifier-like or unsupported): "
-        + (", ".join(map(str, left_out)) if left_out else "none"),
+        f"{len(X)} rows; {len(modelled)} column(s) modelled: {', '.join(modelled)}",
+        "Left out: the id and unselected column(s) "
+        + (", ".join(map(str, left_out)) if left_out else "none")
+        + "; by the model (see the table): "
+        + (", ".join(map(str, dropped)) if dropped else "none"),
         f"{n_missing} row(s) with missing values, scored as completed by the model's "
         "prediction of them (named in the output's missing column)",
     ]
     items = "".join(f"<li>{html.escape(fact)}</li>" for fact in facts)
-    return f"<ul>{items}</ul>" + _table(X.describe(include="all").T)
+    return (
+        f"<ul>{items}</ul>"
+        + '<h3>How each column was read</h3><div id="columns">'
+        + _columns_table(columns)
+        + "</div>"
+        + _table(X.describe(include="all").T)
+    )
 
 
-def write_report(path, *, detector, X, result, top, source, left_out, flagging, labels=None):
-    """Write the self-contained HTML report of one ``skvae detect`` run."""
+def write_report(
+    path, *, detector, X, result, top, source, left_out, flagging, labels=None, columns=None
+):
+    """Write the self-contained HTML report of one ``skvae detect`` run.
+
+    ``columns`` is the detector's ``describe_columns()`` (by default asked of it).
+    """
+    if columns is None:
+        columns = detector.describe_columns()
     flagged = int(result["outlier"].sum())
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
@@ -162,7 +185,7 @@ standardised errors with scoring="reconstruction".</p>
 <h2>Plots</h2>
 {_plots(detector, X, result, top, labels)}
 <h2>Data</h2>
-{_data_summary(X, result, source, left_out)}
+{_data_summary(X, result, source, left_out, columns)}
 <h2>Parameters</h2>
 {_parameters(detector, flagging)}
 </body>

@@ -27,15 +27,13 @@ from pandas.api import types as ptypes
 from . import ModelFileError, VAEAnomalyDetector, __version__, load
 from ._reading import FORMATS_READ, PARQUET_SUFFIXES, ReadError
 from ._reading import read_table as _read_file
+from ._typing import TypingNote
 from .conformal import benjamini_hochberg, conformal_pvalues
 from .datasets import load_demo
 
 # How many features the outlier table names per row.
 TOP_FEATURES = 3
 TOP_HEADER = "Top outliers, with each one's largest feature contributions (feature=value (+c)):"
-# A text column with more distinct values than this, and than half its rows,
-# is taken for an identifier or free text and left out.
-MAX_DISTINCT_TEXT = 20
 # Exit status for user mistakes (argparse uses the same for bad options).
 USAGE_ERROR = 2
 
@@ -253,66 +251,36 @@ def _check_columns(frame, names, source):
         )
 
 
-def _modelled(series):
-    """Whether skvae can model the column: numbers, yes/no, or categories."""
-    dtype = series.dtype
-    if isinstance(dtype, pd.CategoricalDtype) or ptypes.is_bool_dtype(dtype):
-        return True
-    if ptypes.is_numeric_dtype(dtype):
-        return not ptypes.is_complex_dtype(dtype)
-    return ptypes.is_object_dtype(dtype) or ptypes.is_string_dtype(dtype)
-
-
-def _looks_like_identifier(series):
-    """Text where most values differ (names, ids, free text, dates as text):
-    as categories they would make the model learn one softmax class per row."""
-    if ptypes.is_numeric_dtype(series.dtype) or ptypes.is_bool_dtype(series.dtype):
-        return False
-    observed = series.dropna()
-    distinct = observed.nunique()
-    return distinct > MAX_DISTINCT_TEXT and distinct > len(observed) / 2
-
-
 def feature_columns(frame, columns, exclude, source):
-    """The columns to model, with a warning naming those left out and why."""
+    """The columns handed to the model: those named by ``--columns``, or all
+    but the id column. The model's typing (skvae._typing) reads them and
+    warns about any it leaves out."""
     if columns:
         wanted = [name.strip() for group in columns for name in group.split(",") if name.strip()]
         _check_columns(frame, wanted, source)
-    else:
-        wanted = [name for name in frame.columns if name not in exclude]
-    reasons = {
-        "no values": [name for name in wanted if frame[name].isna().all()],
-        "a type skvae cannot model (convert it to numbers or text)": [
-            name for name in wanted if not _modelled(frame[name])
-        ],
-        "text with mostly distinct values, like an identifier": [
-            name
-            for name in wanted
-            if _modelled(frame[name]) and _looks_like_identifier(frame[name])
-        ],
-    }
-    left_out = set()
-    for reason, names in reasons.items():
-        names = [name for name in names if name not in left_out]
-        if names:
-            _warn(f"left out column(s) {', '.join(names)}: {reason}")
-        left_out.update(names)
-    kept = [name for name in wanted if name not in left_out]
-    if not kept:
+        return wanted
+    wanted = [name for name in frame.columns if name not in exclude]
+    if not wanted:
         raise UserError(f"{source} has no column to score")
-    return kept
+    return wanted
 
 
 def model_input(frame, columns):
-    """``frame[columns]`` with infinite numbers as missing values, and per row
-    the comma-joined names of its missing columns."""
+    """``frame[columns]`` with infinite numbers as missing values."""
     X = frame[columns].copy()
     for name in columns:
         if ptypes.is_float_dtype(X[name].dtype):
             X[name] = X[name].replace([np.inf, -np.inf], np.nan)
-    names = np.array(columns, dtype=object)
-    missing = [",".join(names[row]) for row in X.isna().to_numpy()]
-    return X, missing
+    return X
+
+
+def missing_columns(detector, X):
+    """Per row, the comma-joined names of its missing modelled columns (a
+    column the model left out is not missing from any row)."""
+    table = detector.describe_columns()
+    modelled = list(table.loc[table["modelled as"] != "left out", "column"])
+    names = np.array(modelled, dtype=object)
+    return [",".join(names[row]) for row in X[modelled].isna().to_numpy()]
 
 
 def _ids(frame, id_column, source):
@@ -369,13 +337,17 @@ def top_outliers(detector, X, result, n):
     top = result.nsmallest(n, "score")
     if top.empty:  # --top 0
         return top.drop(columns=["missing"]).assign(most_anomalous_features=[])
-    contributions = np.asarray(detector.feature_contributions(X.iloc[top.index]))
-    names = list(X.columns)
+    # One contribution per modelled column: columns the model left out have none.
+    contributions = detector.feature_contributions(X.iloc[top.index])
+    names = list(contributions.columns)
     described = []
-    for row, values in zip(top.index, contributions, strict=True):
+    for row, values in zip(top.index, contributions.to_numpy(), strict=True):
         largest = np.argsort(-values)[:TOP_FEATURES]
         described.append(
-            ", ".join(f"{names[j]}={_shown(X.iat[row, j])} ({values[j]:+.1f})" for j in largest)
+            ", ".join(
+                f"{names[j]}={_shown(X.at[X.index[row], names[j]])} ({values[j]:+.1f})"
+                for j in largest
+            )
         )
     top = top.drop(columns=["missing"]).assign(most_anomalous_features=described)
     return top
@@ -478,7 +450,7 @@ def detect(args):
         id_column = args.id_column
     ids = _ids(frame, id_column, source)
     columns = feature_columns(frame, args.columns, {id_column}, source)
-    X, missing = model_input(frame, columns)
+    X = model_input(frame, columns)
     detector = VAEAnomalyDetector(
         contamination=args.contamination,
         scoring=args.scoring,
@@ -492,6 +464,9 @@ def detect(args):
         detector.fit(X)
     except ValueError as error:  # TrainingDivergedError, or values fit cannot use
         raise UserError(f"cannot fit a model on {source}: {_first_line(error)}") from error
+    if not args.quiet:
+        print_columns(detector)
+    missing = missing_columns(detector, X)
     result = score_table(detector, X, ids, missing, args.fdr)
     top = top_outliers(detector, X, result, args.top)
     print(_summary(result, _flagging(args, detector)))
@@ -521,6 +496,7 @@ def detect(args):
                 top=top,
                 source=source,
                 left_out=[c for c in frame.columns if c not in columns and c != id_column],
+                columns=detector.describe_columns(),
                 flagging=_flagging(args, detector),
                 labels=labels,
             )
@@ -546,14 +522,22 @@ def score(args):
     frame = read_table(args.file, args)
     columns = [str(name) for name in detector.feature_names_in_]
     _check_columns(frame, columns, args.file)
-    X, missing = model_input(frame, columns)
+    X = model_input(frame, columns)
     ids = _ids(frame, args.id_column, args.file)
-    result = score_table(detector, X, ids, missing, args.fdr)
+    result = score_table(detector, X, ids, missing_columns(detector, X), args.fdr)
     print(_summary(result, _flagging(args, detector)))
     _print_top(top_outliers(detector, X, result, args.top))
     if args.output is not None:
         write_output(result, args.output)
     return 0
+
+
+def print_columns(detector):
+    """The table of how each column was read and modelled."""
+    table = detector.describe_columns().drop(columns="dtype")
+    table["missing"] = [f"{share:.0%}" if share == share else "?" for share in table["missing"]]
+    print("Columns (how each was read, and modelled):")
+    print(table.to_string(index=False))
 
 
 def _print_demo_check(labels, result, top):
@@ -586,7 +570,8 @@ def _warn(message):
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     # Library warnings (a ConvergenceWarning, say) as one line, not file:line,
     # naming the option rather than the Python parameter.
-    _warn(str(message).replace("increase max_iter", "raise --max-iter"))
+    text = str(message).replace("increase max_iter", "raise --max-iter")
+    _warn(text.replace("; declare a column's kind in column_types to model it", ""))
 
 
 def main(argv=None):
@@ -594,6 +579,9 @@ def main(argv=None):
     command = detect if args.command == "detect" else score
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
+        if args.command == "detect" and not args.quiet:
+            # The column table printed after the fit says which text was read as what.
+            warnings.filterwarnings("ignore", category=TypingNote)
         try:
             return command(args)
         except UserError as error:

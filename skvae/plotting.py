@@ -347,12 +347,18 @@ class FeatureContributionDisplay(_Display):
         display : FeatureContributionDisplay
         """
         one_row = X.iloc[[row]] if isinstance(X, pd.DataFrame) else np.asarray(X)[[row]]
-        contributions = np.asarray(estimator.feature_contributions(one_row))[0]
+        contributions = estimator.feature_contributions(one_row)
+        # A DataFrame names the modelled columns (those left out have none).
+        names = (
+            list(contributions.columns)
+            if isinstance(contributions, pd.DataFrame)
+            else _feature_names(estimator)
+        )
         if row_name is None:
             row_name = str(X.index[row]) if isinstance(X, pd.DataFrame) else str(row)
         display = cls(
-            contributions=contributions,
-            feature_names=_feature_names(estimator),
+            contributions=np.asarray(contributions)[0],
+            feature_names=names,
             max_features=max_features,
             row_name=row_name,
         )

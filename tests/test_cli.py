@@ -96,7 +96,9 @@ def detect_run(tmp_path_factory):
 def test_detect_on_a_csv_keeps_every_row_and_names_what_it_left_out(detect_run):
     folder, frame, result = detect_run
     assert result.returncode == 0, result.stderr
-    assert "left out column(s) comment: text with mostly distinct values" in result.stderr
+    assert (
+        "left out column(s) comment (text with 2000 distinct values in 2000 rows" in result.stderr
+    )
     assert "city" not in result.stderr  # three categories: modelled
     assert "skvae fit" not in result.stderr  # --quiet
     assert "100 of 2000 rows flagged as outliers" in result.stdout
@@ -247,7 +249,7 @@ def files(tmp_path):
         (["detect", "{dir}/binary.csv"], "cannot read .*binary.csv as CSV"),
         (["detect", "{dir}/fake.parquet"], "cannot read .*fake.parquet as Parquet"),
         (["detect", "{dir}/empty.csv"], "cannot read .*empty.csv as CSV"),
-        (["detect", "{dir}/text.csv"], "has no column to score"),
+        (["detect", "{dir}/text.csv"], "has no column skvae can model"),
         (["detect", "{dir}/small.csv", "--id-column", "nope"], "has no column 'nope'"),
         (["detect", "{dir}/one_row.csv"], "one_row.csv has 1 row; .* needs at least 2"),
         (["detect", "{dir}/small.csv", "--columns", "a,zz"], "has no column 'zz'"),
@@ -309,11 +311,14 @@ def test_ctrl_c_outside_training_ends_quietly(monkeypatch, capsys):
 
 def test_columns_skvae_cannot_model_are_named(tmp_path, capsys):
     frame = table_with_text_id_and_nan(100).drop(columns=["comment"])
-    frame["when"] = pd.date_range("2024-01-01", periods=100)
+    frame["when"] = pd.date_range("2024-01-01", periods=100)  # modelled: days and weekday
+    frame["tags"] = [[1, 2]] * 100
     frame.to_parquet(tmp_path / "data.parquet")
     args = ["detect", str(tmp_path / "data.parquet"), "--id-column", "name", "--quiet"]
     assert main([*args, "--max-iter", "2", "--output", str(tmp_path / "out.csv")]) == 0
-    assert "left out column(s) when: a type skvae cannot model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "left out column(s) tags (a type skvae cannot model (object)" in err
+    assert "when" not in err
     assert len(pd.read_csv(tmp_path / "out.csv")) == 100
 
 
