@@ -10,6 +10,7 @@ import copy
 import functools
 import math
 import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -244,6 +245,21 @@ def _adam_moments_to_torch(state, device):
     }
 
 
+@dataclass
+class _Start:
+    """Where a fit starts: the network and optimizer to train, the training
+    record to extend, the column statistics, and the seed and generator."""
+
+    module: VAEModule
+    optimizer: torch.optim.Optimizer
+    history: TrainingHistory
+    moments: ColumnMoments
+    mean: np.ndarray
+    scale: np.ndarray
+    seed: int
+    generator: torch.Generator
+
+
 def _posterior_mean(module, x):
     return module.encode(x)[0]
 
@@ -458,6 +474,9 @@ class _BaseVAE(BaseEstimator):
         column statistics, re-expresses the network in the refined scaling
         and runs one epoch over X, without a validation split.
 
+        The mode is read once: a first pass starts from ``_initialise``, any
+        other from ``_resume``; both end in the shared ``_train_and_store``.
+
         Returns the validated X and the indices of its held-out validation
         rows (None without a validation set): rows the weights never trained
         on, which the detector calibrates its p-values on.
@@ -466,49 +485,66 @@ class _BaseVAE(BaseEstimator):
         device = _resolve_device(self.device)
         first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
         X = self._validate_input(X, reset=first_pass, for_fit=not incremental)
-        if first_pass or not incremental:
+        if first_pass:
+            start = self._initialise(X, hidden, device)
+        else:
+            start = self._resume(X, device, incremental)
+        return X, self._train_and_store(X, start, device, incremental)
+
+    def _initialise(self, X, hidden, device):
+        """A new network, column statistics and history for ``X``."""
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        generator = torch.Generator().manual_seed(seed)
+        moments = column_moments(X)
+        mean, scale = self._scaling(moments)
+        module = VAEModule(
+            X.shape[1],
+            self.n_components,
+            hidden,
+            self.activation,
+            self.likelihood,
+            self.decoder_variance,
+            layout=self.column_schema_.layout,
+        )
+        module.reset_parameters(generator)
+        module.to(device)
+        optimizer = _adam(module.parameters(), self.learning_rate_init, self.alpha)
+        return _Start(module, optimizer, TrainingHistory(), moments, mean, scale, seed, generator)
+
+    def _resume(self, X, device, incremental):
+        """The fitted model, copied, as the starting point of a warm ``fit``
+        (fresh Adam state) or a ``partial_fit`` call (Adam state carried over;
+        the batch merged into the column statistics and the network
+        re-expressed in the refined units)."""
+        module = copy.deepcopy(self.module_).to(device)
+        history = copy.deepcopy(self._history)
+        history.epochs_without_improvement = 0
+        moments, mean, scale = self._moments, self.mean_, self.scale_
+        optimizer = _adam(module.parameters(), self.learning_rate_init, self.alpha)
+        if not incremental:
             seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
             generator = torch.Generator().manual_seed(seed)
-        else:
-            # One stream per call, reproducible from random_state.
-            seed = self._seed
-            stream = np.random.SeedSequence([seed, self.n_iter_]).generate_state(1)[0]
-            generator = torch.Generator().manual_seed(int(stream))
+            return _Start(module, optimizer, history, moments, mean, scale, seed, generator)
+        # One stream per call, reproducible from random_state.
+        seed = self._seed
+        stream = np.random.SeedSequence([seed, self.n_iter_]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(stream))
+        moments = merge_moments(moments, column_moments(X))
+        mean, scale = self._scaling(moments)
+        module.change_input_units(scale / self.scale_, (mean - self.mean_) / self.scale_)
+        state = _adam_moments_to_torch(self._optimizer_state, device)
+        optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
+        return _Start(module, optimizer, history, moments, mean, scale, seed, generator)
 
-        if first_pass:
-            moments = column_moments(X)
-            mean, scale = self._scaling(moments)
-            module = VAEModule(
-                X.shape[1],
-                self.n_components,
-                hidden,
-                self.activation,
-                self.likelihood,
-                self.decoder_variance,
-                layout=self.column_schema_.layout,
-            )
-            module.reset_parameters(generator)
-            module.to(device)
-            history = TrainingHistory()
-        else:
-            module = copy.deepcopy(self.module_).to(device)
-            history = copy.deepcopy(self._history)
-            history.epochs_without_improvement = 0
-            moments, mean, scale = self._moments, self.mean_, self.scale_
-            if incremental:
-                moments = merge_moments(moments, column_moments(X))
-                mean, scale = self._scaling(moments)
-                module.change_input_units(scale / self.scale_, (mean - self.mean_) / self.scale_)
-
-        x_all = torch.from_numpy(self._standardise(X, mean, scale)).to(device)
+    def _train_and_store(self, X, start, device, incremental):
+        """Train ``start.module`` on ``X`` (one epoch without a validation
+        split when ``incremental``) and set the fitted attributes from it.
+        Returns the indices of the held-out validation rows, or None."""
+        x_all = torch.from_numpy(self._standardise(X, start.mean, start.scale)).to(device)
         if incremental:
             x_train, x_val, held_out = x_all, None, None
         else:
-            x_train, x_val, held_out = self._split(x_all, generator)
-        optimizer = _adam(module.parameters(), self.learning_rate_init, self.alpha)
-        if incremental and not first_pass:
-            state = _adam_moments_to_torch(self._optimizer_state, device)
-            optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
+            x_train, x_val, held_out = self._split(x_all, start.generator)
         settings = TrainingSettings(
             batch_size=self.batch_size,
             max_iter=1 if incremental else self.max_iter,
@@ -519,25 +555,32 @@ class _BaseVAE(BaseEstimator):
             trim_fraction=self._trim_fraction(),
             verbose=bool(self.verbose),
         )
+        module, optimizer = start.module, start.optimizer
         if incremental:
-            history = _one_epoch(module, optimizer, x_train, settings, generator, history)
+            history = _one_epoch(
+                module, optimizer, x_train, settings, start.generator, start.history
+            )
         else:
-            history = train(module, optimizer, x_train, x_val, settings, generator, history)
+            history = train(
+                module, optimizer, x_train, x_val, settings, start.generator, start.history
+            )
 
-        self._moments = moments
-        self.mean_, self.scale_ = mean, scale
+        self._moments = start.moments
+        self.mean_, self.scale_ = start.mean, start.scale
         self.module_ = module
         self.device_ = device
         self._optimizer_state = _adam_moments_to_numpy(optimizer.state_dict()["state"])
-        self._seed = seed
+        self._seed = start.seed
         self._history = history
         self.loss_curve_ = list(history.loss_curve)
         self.best_loss_ = history.best_loss
         self.n_iter_ = history.n_iter
         if incremental:
-            if first_pass:
-                self.validation_scores_ = self.best_validation_score_ = None
-            return X, held_out
+            # partial_fit has no validation set: a first call has no scores,
+            # a later one keeps those of the fit it continues.
+            self.validation_scores_ = getattr(self, "validation_scores_", None)
+            self.best_validation_score_ = getattr(self, "best_validation_score_", None)
+            return held_out
         self.validation_scores_ = list(history.validation_scores) if x_val is not None else None
         self.best_validation_score_ = history.best_validation_score if x_val is not None else None
         if not (history.stopped_early or history.interrupted):
@@ -545,9 +588,9 @@ class _BaseVAE(BaseEstimator):
                 f"{type(self).__name__} reached max_iter={self.max_iter} epochs "
                 "without converging; increase max_iter.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        return X, held_out
+        return held_out
 
     def _trim_fraction(self):
         """Share of each batch left out of the loss; the detector overrides it."""
