@@ -518,7 +518,6 @@ class _BaseVAE(BaseEstimator):
         re-expressed in the refined units)."""
         module = copy.deepcopy(self.module_).to(device)
         history = copy.deepcopy(self._history)
-        history.epochs_without_improvement = 0
         moments, mean, scale = self._moments, self.mean_, self.scale_
         optimizer = _adam(module.parameters(), self.learning_rate_init, self.alpha)
         if not incremental:

@@ -46,7 +46,13 @@ class TrainingSettings:
 
 @dataclass
 class TrainingHistory:
-    """What the loop records; the estimator copies it into fitted attributes."""
+    """The cumulative record of every run on one model; the estimator copies
+    it into fitted attributes and model files store it so warm starts can go on.
+
+    ``epochs_without_improvement``, ``stopped_early`` and ``interrupted`` say
+    how the latest run ended: ``train`` writes them when it returns and never
+    reads them, so nothing of one run decides how the next one ends.
+    """
 
     loss_curve: list = field(default_factory=list)
     validation_scores: list = field(default_factory=list)
@@ -68,6 +74,22 @@ class TrainingHistory:
         if not isinstance(state, dict) or set(state) != names:
             raise ValueError(f"expected a dict with the keys {sorted(names)}, got {state!r:.200}")
         return cls(**state)
+
+
+@dataclass
+class _Run:
+    """The state of one call to ``train``, fresh for every call (as skorch's
+    EarlyStopping resets on train begin): the early-stopping patience and
+    how the run ended."""
+
+    epochs_without_improvement: int = 0
+    stopped_early: bool = False
+    interrupted: bool = False
+
+    def record_in(self, history):
+        history.epochs_without_improvement = self.epochs_without_improvement
+        history.stopped_early = self.stopped_early
+        history.interrupted = self.interrupted
 
 
 def kl_weight(settings, epoch):
@@ -215,7 +237,7 @@ def _record_best(history, loss, validation_score, tol):
     return current > previous, current > previous + tol
 
 
-def _end_of_epoch(history, loss, validation_score, settings, weights, best_state):
+def _end_of_epoch(history, run, loss, validation_score, settings, weights, best_state):
     """Record a finished epoch; keep its weights when best. True: stop early."""
     history.loss_curve.append(loss)
     if validation_score is not None:
@@ -226,13 +248,11 @@ def _end_of_epoch(history, loss, validation_score, settings, weights, best_state
     if best or warming_up:
         weights.save(best_state)
     if significant or warming_up:
-        history.epochs_without_improvement = 0
+        run.epochs_without_improvement = 0
     else:
-        history.epochs_without_improvement += 1
-    if history.epochs_without_improvement >= settings.n_iter_no_change:
-        history.stopped_early = True
-        return True
-    return False
+        run.epochs_without_improvement += 1
+    run.stopped_early = run.epochs_without_improvement >= settings.n_iter_no_change
+    return run.stopped_early
 
 
 def train(module, optimizer, x_train, x_val, settings, generator, history=None):
@@ -245,6 +265,7 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
     best weights so far and a warning.
     """
     history = history or TrainingHistory()
+    run = _Run()
     if history.learning_rate is None:
         history.learning_rate = optimizer.param_groups[0]["lr"]
     _set_learning_rate(optimizer, history.learning_rate)
@@ -293,10 +314,12 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
                     loss=f"{loss:.4g}",
                     **({} if validation_score is None else {"val_elbo": f"{validation_score:.4g}"}),
                 )
-                if _end_of_epoch(history, loss, validation_score, settings, weights, best_state):
+                if _end_of_epoch(
+                    history, run, loss, validation_score, settings, weights, best_state
+                ):
                     break
     except KeyboardInterrupt:
-        history.interrupted = True
+        run.interrupted = True
     except BaseException:
         progress.close()
         raise
@@ -314,9 +337,10 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
                 module.eval()
             break
         except KeyboardInterrupt:
-            history.interrupted = True
-    history.interrupted = history.interrupted or final.pending
-    if history.interrupted:
+            run.interrupted = True
+    run.interrupted = run.interrupted or final.pending
+    run.record_in(history)
+    if run.interrupted:
         warnings.warn(
             f"Training interrupted after {history.n_iter} epochs; "
             "keeping the best weights seen so far.",
