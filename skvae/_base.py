@@ -115,6 +115,8 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
 
     warm_start : bool, default=False
         Reuse the previous fit's network and scaling as the starting point.
+        A warm refit holds out the same validation rows as the first fit
+        (on the same data) and keeps the best weights of its own epochs.
 
     verbose : bool, default=False
         Show a progress bar with the current loss on stderr.
@@ -201,21 +203,15 @@ def _resolve_device(device):
     return device
 
 
-def _one_epoch(module, optimizer, x, settings, generator, history):
-    """One pass over ``x`` (a ``partial_fit`` call), recorded in ``history``.
+def _derived_generator(entropy, spawn_key=()):
+    """A torch generator on a stream of its own, derived from ``entropy`` (the
+    model's seed and a key) so that it does not depend on any other draw."""
+    state = np.random.SeedSequence(entropy, spawn_key=spawn_key).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
 
-    The loop runs with a history of its own: restoring the "best" weights
-    of a single epoch would undo it whenever this batch's loss is worse than
-    an earlier batch's.
-    """
-    step = TrainingHistory(n_iter=history.n_iter, learning_rate=history.learning_rate)
-    step = train(module, optimizer, x, None, settings, generator, step)
-    history.loss_curve.extend(step.loss_curve)
-    history.best_loss = min(history.best_loss, step.best_loss)
-    history.n_iter = step.n_iter
-    history.learning_rate = step.learning_rate
-    history.interrupted = step.interrupted
-    return history
+
+# Spawn key of the validation split's stream.
+SPLIT_STREAM = (1,)
 
 
 # The Adam state kept between partial_fit calls is its moments only (step size
@@ -492,7 +488,8 @@ class _BaseVAE(BaseEstimator):
         return X, self._train_and_store(X, start, device, incremental)
 
     def _initialise(self, X, hidden, device):
-        """A new network, column statistics and history for ``X``."""
+        """A new network, column statistics and history for ``X``; the seed
+        drawn here stays the model's for its lifetime."""
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator().manual_seed(seed)
         moments = column_moments(X)
@@ -521,19 +518,19 @@ class _BaseVAE(BaseEstimator):
         moments, mean, scale = self._moments, self.mean_, self.scale_
         optimizer = _adam(module.parameters(), self.learning_rate_init, self.alpha)
         if not incremental:
-            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-            generator = torch.Generator().manual_seed(seed)
-            return _Start(module, optimizer, history, moments, mean, scale, seed, generator)
+            generator = torch.Generator().manual_seed(self._draw_seed())
+            return _Start(module, optimizer, history, moments, mean, scale, self._seed, generator)
         # One stream per call, reproducible from random_state.
-        seed = self._seed
-        stream = np.random.SeedSequence([seed, self.n_iter_]).generate_state(1)[0]
-        generator = torch.Generator().manual_seed(int(stream))
+        generator = _derived_generator([self._seed, self.n_iter_])
         moments = merge_moments(moments, column_moments(X))
         mean, scale = self._scaling(moments)
         module.change_input_units(scale / self.scale_, (mean - self.mean_) / self.scale_)
         state = _adam_moments_to_torch(self._optimizer_state, device)
         optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
-        return _Start(module, optimizer, history, moments, mean, scale, seed, generator)
+        return _Start(module, optimizer, history, moments, mean, scale, self._seed, generator)
+
+    def _draw_seed(self):
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     def _train_and_store(self, X, start, device, incremental):
         """Train ``start.module`` on ``X`` (one epoch without a validation
@@ -543,7 +540,7 @@ class _BaseVAE(BaseEstimator):
         if incremental:
             x_train, x_val, held_out = x_all, None, None
         else:
-            x_train, x_val, held_out = self._split(x_all, start.generator)
+            x_train, x_val, held_out = self._split(x_all, start.seed)
         settings = TrainingSettings(
             batch_size=self.batch_size,
             max_iter=1 if incremental else self.max_iter,
@@ -555,14 +552,7 @@ class _BaseVAE(BaseEstimator):
             verbose=bool(self.verbose),
         )
         module, optimizer = start.module, start.optimizer
-        if incremental:
-            history = _one_epoch(
-                module, optimizer, x_train, settings, start.generator, start.history
-            )
-        else:
-            history = train(
-                module, optimizer, x_train, x_val, settings, start.generator, start.history
-            )
+        history = train(module, optimizer, x_train, x_val, settings, start.generator, start.history)
 
         self._moments = start.moments
         self.mean_, self.scale_ = start.mean, start.scale
@@ -607,14 +597,21 @@ class _BaseVAE(BaseEstimator):
     def _standardise(X, mean, scale):
         return ((X - mean) / scale).astype(np.float32)
 
-    def _split(self, x_all, generator):
+    def _split(self, x_all, seed):
         """Training rows, validation rows and the validation rows' indices;
-        no validation set (None, None) when it would be tiny."""
+        no validation set (None, None) when it would be tiny.
+
+        The split has a random stream of its own, derived from the model's
+        seed (drawn when it was initialised and kept by warm refits), so it
+        does not depend on the draws made before it: a warm refit on the same
+        rows holds out the same rows as the fit it continues, and
+        ``calibration_scores_`` stays scores of rows no run trained on.
+        """
         n = x_all.shape[0]
         n_val = int(math.floor(self.validation_fraction * n)) if self.early_stopping else 0
         if n_val < 2 or n - n_val < 2:
             return x_all, None, None
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=_derived_generator(seed, SPLIT_STREAM))
         held_out = order[:n_val].numpy()
         order = order.to(x_all.device)
         return x_all[order[n_val:]], x_all[order[:n_val]], held_out

@@ -79,9 +79,11 @@ class TrainingHistory:
 @dataclass
 class _Run:
     """The state of one call to ``train``, fresh for every call (as skorch's
-    EarlyStopping resets on train begin): the early-stopping patience and
-    how the run ended."""
+    EarlyStopping resets on train begin): the best score whose weights are
+    kept (the validation ELBO, or minus the training loss without validation
+    rows), the early-stopping patience and how the run ended."""
 
+    best_score: float = -math.inf
     epochs_without_improvement: int = 0
     stopped_early: bool = False
     interrupted: bool = False
@@ -220,20 +222,25 @@ def _set_learning_rate(optimizer, learning_rate):
         group["lr"] = learning_rate
 
 
-def _record_best(history, loss, validation_score, tol):
+def _record_best(history, run, loss, validation_score, tol):
     """Update the best values, as MLPRegressor does.
 
-    Returns (best, significant): whether this epoch is the best so far (its
-    weights are kept), and whether it beat the previous best by ``tol``
+    The epoch is judged against the best epoch of this run only: a warm
+    refit's validation rows or data may differ from the previous fit's, and
+    measured against that fit's best score a refit could be thrown away
+    whole. ``best_loss`` is kept over every run ("the minimum loss reached
+    throughout fitting"), ``best_validation_score`` is the kept weights'.
+
+    Returns (best, significant): whether this epoch is the best of the run
+    (its weights are kept), and whether it beat the previous best by ``tol``
     (which resets the early-stopping counter).
     """
-    if validation_score is not None:
-        previous, current = history.best_validation_score, validation_score
-    else:
-        previous, current = -history.best_loss, -loss
+    previous = run.best_score
+    current = validation_score if validation_score is not None else -loss
+    run.best_score = max(previous, current)
     history.best_loss = min(history.best_loss, loss)
     if validation_score is not None:
-        history.best_validation_score = max(previous, current)
+        history.best_validation_score = run.best_score
     return current > previous, current > previous + tol
 
 
@@ -243,7 +250,7 @@ def _end_of_epoch(history, run, loss, validation_score, settings, weights, best_
     if validation_score is not None:
         history.validation_scores.append(validation_score)
     history.n_iter += 1
-    best, significant = _record_best(history, loss, validation_score, settings.tol)
+    best, significant = _record_best(history, run, loss, validation_score, settings.tol)
     warming_up = history.n_iter < settings.kl_warmup
     if best or warming_up:
         weights.save(best_state)
