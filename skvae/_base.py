@@ -411,7 +411,9 @@ class _BaseVAE(BaseEstimator):
         says. A call runs one epoch of mini-batches over X with no validation
         split (``max_iter``, ``early_stopping`` and
         ``n_iter_no_change`` do not apply), so pass batches of the data in a
-        random order. The Adam state carries over between calls.
+        random order. The Adam state carries over between calls. Ctrl-C
+        during a call raises KeyboardInterrupt and leaves the estimator as
+        the previous call left it.
 
         Standardisation: the column means and variances are updated with
         every batch (Chan et al.'s merge of counts, means and sums of squared
@@ -553,6 +555,11 @@ class _BaseVAE(BaseEstimator):
         )
         module, optimizer = start.module, start.optimizer
         history = train(module, optimizer, x_train, x_val, settings, start.generator, start.history)
+        if incremental and history.interrupted:
+            # Ctrl-C stops a streaming loop; restore_state_on_failure undoes
+            # the whole call (the batch's statistics and Adam steps included):
+            # a call keeps its epoch or nothing, never half an update.
+            raise KeyboardInterrupt
 
         self._moments = start.moments
         self.mean_, self.scale_ = start.mean, start.scale
@@ -572,7 +579,14 @@ class _BaseVAE(BaseEstimator):
             return held_out
         self.validation_scores_ = list(history.validation_scores) if x_val is not None else None
         self.best_validation_score_ = history.best_validation_score if x_val is not None else None
-        if not (history.stopped_early or history.interrupted):
+        if history.interrupted:
+            warnings.warn(
+                f"Training interrupted after {history.n_iter} epochs; "
+                "keeping the best weights seen so far.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        elif not history.stopped_early:
             warnings.warn(
                 f"{type(self).__name__} reached max_iter={self.max_iter} epochs "
                 "without converging; increase max_iter.",

@@ -7,7 +7,6 @@ import math
 import signal
 import sys
 import threading
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -269,7 +268,8 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
     training loss otherwise; the best weights seen are restored at the end.
     A non-finite loss restores the last good weights and lowers the step size
     (at most ``MAX_DIVERGENCE_RETRIES`` times). Ctrl-C stops cleanly with the
-    best weights so far and a warning.
+    best weights so far and ``history.interrupted`` set: the caller decides
+    whether to keep them (``fit``) or to undo the call (``partial_fit``).
     """
     history = history or TrainingHistory()
     run = _Run()
@@ -347,11 +347,4 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
             run.interrupted = True
     run.interrupted = run.interrupted or final.pending
     run.record_in(history)
-    if run.interrupted:
-        warnings.warn(
-            f"Training interrupted after {history.n_iter} epochs; "
-            "keeping the best weights seen so far.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
     return history
