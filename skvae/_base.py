@@ -122,9 +122,11 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
         Show a progress bar with the current loss on stderr.
 
     random_state : int, RandomState instance or None, default=None
-        Seeds one torch generator for initialisation, shuffling, the
-        validation split and the sampling noise. The same integer gives the
-        same model and scores on CPU."""
+        Seeds the torch generators of initialisation, shuffling, the
+        validation split and the sampling noise (the split and the scoring
+        noise on generators of their own, seeded from the seed the first fit
+        draws and warm refits keep). The same integer gives the same model and scores
+        on CPU."""
 
 
 def restore_state_on_failure(method):
