@@ -125,8 +125,8 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
         Seeds the torch generators of initialisation, shuffling, the
         validation split and the sampling noise (the split and the scoring
         noise on generators of their own, seeded from the seed the first fit
-        draws and warm refits keep). The same integer gives the same model and scores
-        on CPU."""
+        draws and warm refits keep). The same integer gives the same model
+        and scores on CPU."""
 
 
 def restore_state_on_failure(method):
