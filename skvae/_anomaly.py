@@ -102,7 +102,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
     best_loss_ : float
         Lowest training loss reached.
     best_validation_score_ : float or None
-        Highest validation ELBO reached; None without a validation set.
+        Highest validation ELBO of the latest fit (that of the weights kept;
+        a warm refit is judged on its own epochs); None without a
+        validation set.
     n_iter_ : int
         Number of epochs run.
     n_features_in_ : int

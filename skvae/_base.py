@@ -10,6 +10,7 @@ import copy
 import functools
 import math
 import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -26,7 +27,12 @@ from ._columns import infer_schema, is_frame
 from ._device import resolve_device
 from ._network import ACTIVATIONS, ColumnLayout, VAEModule
 from ._observations import OBSERVATION_MODELS
-from ._preprocessing import column_moments, merge_moments, standardiser_from_moments
+from ._preprocessing import (
+    ColumnMoments,
+    column_moments,
+    merge_moments,
+    standardiser_from_moments,
+)
 from ._training import EVAL_CHUNK_ROWS, TrainingHistory, TrainingSettings, train
 from ._warnings import caller_stacklevel
 
@@ -137,14 +143,18 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
 
     warm_start : bool, default=False
         Reuse the previous fit's network and scaling as the starting point.
+        A warm refit holds out the same validation rows as the first fit
+        (on the same data) and keeps the best weights of its own epochs.
 
     verbose : bool, default=False
         Show a progress bar with the current loss on stderr.
 
     random_state : int, RandomState instance or None, default=None
-        Seeds one torch generator for initialisation, shuffling, the
-        validation split and the sampling noise. The same integer gives the
-        same model and scores on CPU."""
+        Seeds the torch generators of initialisation, shuffling, the
+        validation split and the sampling noise (the split and the scoring
+        noise on generators of their own, seeded from the seed the first fit
+        draws and warm refits keep). The same integer gives the same model
+        and scores on CPU."""
 
 
 def restore_state_on_failure(method):
@@ -212,21 +222,30 @@ def _check_hidden_layer_sizes(sizes):
     return tuple(int(s) for s in sizes)
 
 
-def _one_epoch(module, optimizer, x, settings, generator, history):
-    """One pass over ``x`` (a ``partial_fit`` call), recorded in ``history``.
+def _derived_generator(entropy, spawn_key=()):
+    """A torch generator on a stream of its own, derived from ``entropy`` (the
+    model's seed and a key) so that it does not depend on any other draw."""
+    state = np.random.SeedSequence(entropy, spawn_key=spawn_key).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
 
-    The loop runs with a history of its own: restoring the "best" weights
-    of a single epoch would undo it whenever this batch's loss is worse than
-    an earlier batch's.
-    """
-    step = TrainingHistory(n_iter=history.n_iter, learning_rate=history.learning_rate)
-    step = train(module, optimizer, x, None, settings, generator, step)
-    history.loss_curve.extend(step.loss_curve)
-    history.best_loss = min(history.best_loss, step.best_loss)
-    history.n_iter = step.n_iter
-    history.learning_rate = step.learning_rate
-    history.interrupted = step.interrupted
-    return history
+
+# Spawn key of the validation split's stream.
+SPLIT_STREAM = (1,)
+
+
+@dataclass
+class _Start:
+    """Where a fit starts: the network and optimizer to train, the training
+    record to extend, the column statistics, and the seed and generator."""
+
+    module: VAEModule
+    optimizer: torch.optim.Optimizer
+    history: TrainingHistory
+    moments: ColumnMoments
+    mean: np.ndarray
+    scale: np.ndarray
+    seed: int
+    generator: torch.Generator
 
 
 def _posterior_mean(module, x):
@@ -371,7 +390,9 @@ class _BaseVAE(BaseEstimator):
         says. A call runs one epoch of mini-batches over X with no validation
         split (``max_iter``, ``early_stopping`` and
         ``n_iter_no_change`` do not apply), so pass batches of the data in a
-        random order. The Adam state carries over between calls.
+        random order. The Adam state carries over between calls. Ctrl-C
+        during a call raises KeyboardInterrupt and leaves the estimator as
+        the previous call left it.
 
         Standardisation: the column means and variances are updated with
         every batch (Chan et al.'s merge of counts, means and sums of squared
@@ -430,6 +451,9 @@ class _BaseVAE(BaseEstimator):
         column statistics, re-expresses the network in the refined scaling
         and runs one epoch over X, without a validation split.
 
+        The mode is read once: a first pass starts from ``_initialise``, any
+        other from ``_resume``; both end in the shared ``_train_and_store``.
+
         Returns the validated X and the indices of its held-out validation
         rows (None without a validation set): rows the weights never trained
         on, which the detector calibrates its p-values on.
@@ -438,49 +462,66 @@ class _BaseVAE(BaseEstimator):
         device = resolve_device(self.device)
         first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
         X = self._validate_input(X, reset=first_pass, for_fit=not incremental)
-        if first_pass or not incremental:
-            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-            generator = torch.Generator().manual_seed(seed)
-        else:
-            # One stream per call, reproducible from random_state.
-            seed = self._seed
-            stream = np.random.SeedSequence([seed, self.n_iter_]).generate_state(1)[0]
-            generator = torch.Generator().manual_seed(int(stream))
-
         if first_pass:
-            moments = column_moments(X)
-            mean, scale = self._scaling(moments)
-            module = VAEModule(
-                X.shape[1],
-                self.n_components,
-                hidden,
-                self.activation,
-                self.likelihood,
-                self.decoder_variance,
-                layout=self.column_schema_.layout,
-            )
-            module.reset_parameters(generator)
-            module.to(device)
-            history = TrainingHistory()
+            start = self._initialise(X, hidden, device)
         else:
-            module = copy.deepcopy(self.module_).to(device)
-            history = copy.deepcopy(self._history)
-            history.epochs_without_improvement = 0
-            moments, mean, scale = self._moments, self.mean_, self.scale_
-            if incremental:
-                moments = merge_moments(moments, column_moments(X))
-                mean, scale = self._scaling(moments)
-                module.change_input_units(scale / self.scale_, (mean - self.mean_) / self.scale_)
+            start = self._resume(X, device, incremental)
+        return X, self._train_and_store(X, start, device, incremental)
 
-        x_all = torch.from_numpy(self._standardise(X, mean, scale)).to(device)
+    def _initialise(self, X, hidden, device):
+        """A new network, column statistics and history for ``X``; the seed
+        drawn here stays the model's for its lifetime."""
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        generator = torch.Generator().manual_seed(seed)
+        moments = column_moments(X)
+        mean, scale = self._scaling(moments)
+        module = VAEModule(
+            X.shape[1],
+            self.n_components,
+            hidden,
+            self.activation,
+            self.likelihood,
+            self.decoder_variance,
+            layout=self.column_schema_.layout,
+        )
+        module.reset_parameters(generator)
+        module.to(device)
+        optimizer = _adam(module.parameters(), self.learning_rate_init, self.alpha)
+        return _Start(module, optimizer, TrainingHistory(), moments, mean, scale, seed, generator)
+
+    def _resume(self, X, device, incremental):
+        """The fitted model, copied, as the starting point of a warm ``fit``
+        (fresh Adam state) or a ``partial_fit`` call (Adam state carried over;
+        the batch merged into the column statistics and the network
+        re-expressed in the refined units)."""
+        module = copy.deepcopy(self.module_).to(device)
+        history = copy.deepcopy(self._history)
+        moments, mean, scale = self._moments, self.mean_, self.scale_
+        optimizer = _adam(module.parameters(), self.learning_rate_init, self.alpha)
+        if not incremental:
+            generator = torch.Generator().manual_seed(self._draw_seed())
+            return _Start(module, optimizer, history, moments, mean, scale, self._seed, generator)
+        # One stream per call, reproducible from random_state.
+        generator = _derived_generator([self._seed, self.n_iter_])
+        moments = merge_moments(moments, column_moments(X))
+        mean, scale = self._scaling(moments)
+        module.change_input_units(scale / self.scale_, (mean - self.mean_) / self.scale_)
+        state = moments_to_torch(self._optimizer_state, device)
+        optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
+        return _Start(module, optimizer, history, moments, mean, scale, self._seed, generator)
+
+    def _draw_seed(self):
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _train_and_store(self, X, start, device, incremental):
+        """Train ``start.module`` on ``X`` (one epoch without a validation
+        split when ``incremental``) and set the fitted attributes from it.
+        Returns the indices of the held-out validation rows, or None."""
+        x_all = torch.from_numpy(self._standardise(X, start.mean, start.scale)).to(device)
         if incremental:
             x_train, x_val, held_out = x_all, None, None
         else:
-            x_train, x_val, held_out = self._split(x_all, generator)
-        optimizer = _adam(module.parameters(), self.learning_rate_init, self.alpha)
-        if incremental and not first_pass:
-            state = moments_to_torch(self._optimizer_state, device)
-            optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
+            x_train, x_val, held_out = self._split(x_all, start.seed)
         settings = TrainingSettings(
             batch_size=self.batch_size,
             max_iter=1 if incremental else self.max_iter,
@@ -491,35 +532,47 @@ class _BaseVAE(BaseEstimator):
             trim_fraction=self._trim_fraction(),
             verbose=bool(self.verbose),
         )
-        if incremental:
-            history = _one_epoch(module, optimizer, x_train, settings, generator, history)
-        else:
-            history = train(module, optimizer, x_train, x_val, settings, generator, history)
+        module, optimizer = start.module, start.optimizer
+        history = train(module, optimizer, x_train, x_val, settings, start.generator, start.history)
+        if incremental and history.interrupted:
+            # Ctrl-C stops a streaming loop; restore_state_on_failure undoes
+            # the whole call (the batch's statistics and Adam steps included):
+            # a call keeps its epoch or nothing, never half an update.
+            raise KeyboardInterrupt
 
-        self._moments = moments
-        self.mean_, self.scale_ = mean, scale
+        self._moments = start.moments
+        self.mean_, self.scale_ = start.mean, start.scale
         self.module_ = module
         self.device_ = device
         self._optimizer_state = moments_to_numpy(optimizer.state_dict()["state"])
-        self._seed = seed
+        self._seed = start.seed
         self._history = history
         self.loss_curve_ = list(history.loss_curve)
         self.best_loss_ = history.best_loss
         self.n_iter_ = history.n_iter
         if incremental:
-            if first_pass:
-                self.validation_scores_ = self.best_validation_score_ = None
-            return X, held_out
+            # partial_fit has no validation set: a first call has no scores,
+            # a later one keeps those of the fit it continues.
+            self.validation_scores_ = getattr(self, "validation_scores_", None)
+            self.best_validation_score_ = getattr(self, "best_validation_score_", None)
+            return held_out
         self.validation_scores_ = list(history.validation_scores) if x_val is not None else None
         self.best_validation_score_ = history.best_validation_score if x_val is not None else None
-        if not (history.stopped_early or history.interrupted):
+        if history.interrupted:
+            warnings.warn(
+                f"Training interrupted after {history.n_iter} epochs; "
+                "keeping the best weights seen so far.",
+                RuntimeWarning,
+                stacklevel=caller_stacklevel(),
+            )
+        elif not history.stopped_early:
             warnings.warn(
                 f"{type(self).__name__} reached max_iter={self.max_iter} epochs "
                 "without converging; increase max_iter.",
                 ConvergenceWarning,
                 stacklevel=caller_stacklevel(),
             )
-        return X, held_out
+        return held_out
 
     def _trim_fraction(self):
         """Share of each batch left out of the loss; the detector overrides it."""
@@ -537,14 +590,21 @@ class _BaseVAE(BaseEstimator):
     def _standardise(X, mean, scale):
         return ((X - mean) / scale).astype(np.float32)
 
-    def _split(self, x_all, generator):
+    def _split(self, x_all, seed):
         """Training rows, validation rows and the validation rows' indices;
-        no validation set (None, None) when it would be tiny."""
+        no validation set (None, None) when it would be tiny.
+
+        The split has a random stream of its own, derived from the model's
+        seed (drawn when it was initialised and kept by warm refits), so it
+        does not depend on the draws made before it: a warm refit on the same
+        rows holds out the same rows as the fit it continues, and
+        ``calibration_scores_`` stays scores of rows no run trained on.
+        """
         n = x_all.shape[0]
         n_val = int(math.floor(self.validation_fraction * n)) if self.early_stopping else 0
         if n_val < 2 or n - n_val < 2:
             return x_all, None, None
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=_derived_generator(seed, SPLIT_STREAM))
         held_out = order[:n_val].numpy()
         order = order.to(x_all.device)
         return x_all[order[n_val:]], x_all[order[:n_val]], held_out

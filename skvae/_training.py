@@ -7,7 +7,6 @@ import math
 import signal
 import sys
 import threading
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -16,7 +15,6 @@ import torch
 from tqdm import tqdm
 
 from ._likelihoods import elbo
-from ._warnings import caller_stacklevel
 
 # How often a non-finite loss is answered by restoring the last good weights
 # and dividing the step size by DIVERGENCE_LR_FACTOR before fit gives up.
@@ -49,7 +47,13 @@ class TrainingSettings:
 
 @dataclass
 class TrainingHistory:
-    """What the loop records; the estimator copies it into fitted attributes."""
+    """The cumulative record of every run on one model; the estimator copies
+    it into fitted attributes and model files store it so warm starts can go on.
+
+    ``epochs_without_improvement``, ``stopped_early`` and ``interrupted`` say
+    how the latest run ended: ``train`` writes them when it returns and never
+    reads them, so nothing of one run decides how the next one ends.
+    """
 
     loss_curve: list = field(default_factory=list)
     validation_scores: list = field(default_factory=list)
@@ -111,6 +115,24 @@ _HISTORY_VALUES = {
     "stopped_early": lambda v: isinstance(v, bool),
     "interrupted": lambda v: isinstance(v, bool),
 }
+
+
+@dataclass
+class _Run:
+    """The state of one call to ``train``, fresh for every call (as skorch's
+    EarlyStopping resets on train begin): the best score whose weights are
+    kept (the validation ELBO, or minus the training loss without validation
+    rows), the early-stopping patience and how the run ended."""
+
+    best_score: float = -math.inf
+    epochs_without_improvement: int = 0
+    stopped_early: bool = False
+    interrupted: bool = False
+
+    def record_in(self, history):
+        history.epochs_without_improvement = self.epochs_without_improvement
+        history.stopped_early = self.stopped_early
+        history.interrupted = self.interrupted
 
 
 def kl_weight(settings, epoch):
@@ -241,41 +263,44 @@ def _set_learning_rate(optimizer, learning_rate):
         group["lr"] = learning_rate
 
 
-def _record_best(history, loss, validation_score, tol):
+def _record_best(history, run, loss, validation_score, tol):
     """Update the best values, as MLPRegressor does.
 
-    Returns (best, significant): whether this epoch is the best so far (its
-    weights are kept), and whether it beat the previous best by ``tol``
+    The epoch is judged against the best epoch of this run only: a warm
+    refit's validation rows or data may differ from the previous fit's, and
+    measured against that fit's best score a refit could be thrown away
+    whole. ``best_loss`` is kept over every run ("the minimum loss reached
+    throughout fitting"), ``best_validation_score`` is the kept weights'.
+
+    Returns (best, significant): whether this epoch is the best of the run
+    (its weights are kept), and whether it beat the previous best by ``tol``
     (which resets the early-stopping counter).
     """
-    if validation_score is not None:
-        previous, current = history.best_validation_score, validation_score
-    else:
-        previous, current = -history.best_loss, -loss
+    previous = run.best_score
+    current = validation_score if validation_score is not None else -loss
+    run.best_score = max(previous, current)
     history.best_loss = min(history.best_loss, loss)
     if validation_score is not None:
-        history.best_validation_score = max(previous, current)
+        history.best_validation_score = run.best_score
     return current > previous, current > previous + tol
 
 
-def _end_of_epoch(history, loss, validation_score, settings, weights, best_state):
+def _end_of_epoch(history, run, loss, validation_score, settings, weights, best_state):
     """Record a finished epoch; keep its weights when best. True: stop early."""
     history.loss_curve.append(loss)
     if validation_score is not None:
         history.validation_scores.append(validation_score)
     history.n_iter += 1
-    best, significant = _record_best(history, loss, validation_score, settings.tol)
+    best, significant = _record_best(history, run, loss, validation_score, settings.tol)
     warming_up = history.n_iter < settings.kl_warmup
     if best or warming_up:
         weights.save(best_state)
     if significant or warming_up:
-        history.epochs_without_improvement = 0
+        run.epochs_without_improvement = 0
     else:
-        history.epochs_without_improvement += 1
-    if history.epochs_without_improvement >= settings.n_iter_no_change:
-        history.stopped_early = True
-        return True
-    return False
+        run.epochs_without_improvement += 1
+    run.stopped_early = run.epochs_without_improvement >= settings.n_iter_no_change
+    return run.stopped_early
 
 
 def train(module, optimizer, x_train, x_val, settings, generator, history=None):
@@ -285,9 +310,11 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
     training loss otherwise; the best weights seen are restored at the end.
     A non-finite loss restores the last good weights and lowers the step size
     (at most ``MAX_DIVERGENCE_RETRIES`` times). Ctrl-C stops cleanly with the
-    best weights so far and a warning.
+    best weights so far and ``history.interrupted`` set: the caller decides
+    whether to keep them (``fit``) or to undo the call (``partial_fit``).
     """
     history = history or TrainingHistory()
+    run = _Run()
     if history.learning_rate is None:
         history.learning_rate = optimizer.param_groups[0]["lr"]
     _set_learning_rate(optimizer, history.learning_rate)
@@ -336,10 +363,12 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
                     loss=f"{loss:.4g}",
                     **({} if validation_score is None else {"val_elbo": f"{validation_score:.4g}"}),
                 )
-                if _end_of_epoch(history, loss, validation_score, settings, weights, best_state):
+                if _end_of_epoch(
+                    history, run, loss, validation_score, settings, weights, best_state
+                ):
                     break
     except KeyboardInterrupt:
-        history.interrupted = True
+        run.interrupted = True
     except BaseException:
         progress.close()
         raise
@@ -357,13 +386,7 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
                 module.eval()
             break
         except KeyboardInterrupt:
-            history.interrupted = True
-    history.interrupted = history.interrupted or final.pending
-    if history.interrupted:
-        warnings.warn(
-            f"Training interrupted after {history.n_iter} epochs; "
-            "keeping the best weights seen so far.",
-            RuntimeWarning,
-            stacklevel=caller_stacklevel(),
-        )
+            run.interrupted = True
+    run.interrupted = run.interrupted or final.pending
+    run.record_in(history)
     return history
