@@ -24,7 +24,13 @@ from . import _likelihoods, _persistence
 from ._columns import ColumnSchema, infer_schema, is_frame
 from ._network import ACTIVATIONS, ColumnLayout, VAEModule
 from ._preprocessing import ColumnMoments, column_moments, merge_moments, standardiser_from_moments
-from ._training import EVAL_CHUNK_ROWS, TrainingHistory, TrainingSettings, train
+from ._training import (
+    EVAL_CHUNK_ROWS,
+    TrainingHistory,
+    TrainingSettings,
+    train,
+    training_budget,
+)
 
 # Scoring pads every chunk to a multiple of this many rows: BLAS picks other
 # kernels for very small matrices, and a row's score must not depend on how
@@ -86,14 +92,28 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
     alpha : float, default=0.0
         L2 penalty (Adam weight decay).
 
-    batch_size : int, default=256
+    batch_size : int or "auto", default="auto"
         Rows per mini-batch; inputs with fewer rows train in one batch.
+        ``"auto"``: 256 up to 8192 training rows, then about 1/32 of them
+        (a power of two, at most 4096), with the step size scaled by
+        ``sqrt(batch_size / 256)``.
 
     learning_rate_init : float, default=1e-3
-        Adam step size.
+        Adam step size (at the start of the schedule).
 
-    max_iter : int, default=200
-        Maximum number of epochs.
+    learning_rate : {"cosine", "constant"}, default="cosine"
+        Step-size schedule of ``fit``. ``"cosine"`` anneals the step size
+        from ``learning_rate_init`` to 0 over the ``max_iter`` epochs (half
+        a cosine, step by step), so the weights settle by the last epoch;
+        ``"constant"`` keeps it. ``partial_fit`` always keeps it constant.
+
+    max_iter : int or "auto", default="auto"
+        Number of epochs at most. ``"auto"`` is a budget of about 1000
+        gradient steps (at least 5 epochs), so the cost of a fit grows
+        gently with the number of rows; ending the budget with the schedule
+        annealed to 0 is convergence. An integer ``max_iter`` that is
+        reached before early stopping ends the fit raises a
+        ``ConvergenceWarning``, as in ``MLPRegressor``.
 
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the rows and stop when their ELBO
@@ -262,9 +282,10 @@ class _BaseVAE(BaseEstimator):
         "beta": [Interval(Real, 0, None, closed="left")],
         "kl_warmup": [Interval(Integral, 0, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"cosine", "constant"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -288,9 +309,10 @@ class _BaseVAE(BaseEstimator):
         beta=1.0,
         kl_warmup=0,
         alpha=0.0,
-        batch_size=256,
+        batch_size="auto",
         learning_rate_init=1e-3,
-        max_iter=200,
+        learning_rate="cosine",
+        max_iter="auto",
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=10,
@@ -312,6 +334,7 @@ class _BaseVAE(BaseEstimator):
         self.alpha = alpha
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
+        self.learning_rate = learning_rate
         self.max_iter = max_iter
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -505,19 +528,23 @@ class _BaseVAE(BaseEstimator):
             x_train, x_val, held_out = x_all, None, None
         else:
             x_train, x_val, held_out = self._split(x_all, generator)
-        optimizer = _adam(module.parameters(), self.learning_rate_init, self.alpha)
+        batch_size, max_iter, lr_factor = training_budget(
+            x_train.shape[0], self.batch_size, 1 if incremental else self.max_iter
+        )
+        optimizer = _adam(module.parameters(), self.learning_rate_init * lr_factor, self.alpha)
         if incremental and not first_pass:
             state = _adam_moments_to_torch(self._optimizer_state, device)
             optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
         settings = TrainingSettings(
-            batch_size=self.batch_size,
-            max_iter=1 if incremental else self.max_iter,
+            batch_size=batch_size,
+            max_iter=max_iter,
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
             beta=self.beta,
             kl_warmup=self.kl_warmup,
             trim_fraction=self._trim_fraction(),
             verbose=bool(self.verbose),
+            schedule="constant" if incremental else self.learning_rate,
         )
         if incremental:
             history = _one_epoch(module, optimizer, x_train, settings, generator, history)
@@ -540,7 +567,9 @@ class _BaseVAE(BaseEstimator):
             return X, held_out
         self.validation_scores_ = list(history.validation_scores) if x_val is not None else None
         self.best_validation_score_ = history.best_validation_score if x_val is not None else None
-        if not (history.stopped_early or history.interrupted):
+        # The automatic budget ends by design; a chosen max_iter that cuts
+        # training short is worth a warning, as in MLPRegressor.
+        if self.max_iter != "auto" and not (history.stopped_early or history.interrupted):
             warnings.warn(
                 f"{type(self).__name__} reached max_iter={self.max_iter} epochs "
                 "without converging; increase max_iter.",

@@ -125,7 +125,12 @@ def _parser():
         "--save-model", metavar="PATH", help="save the fitted model (for skvae score)"
     )
     detect.add_argument("--random-state", type=int, default=0)
-    detect.add_argument("--max-iter", type=_positive_int, default=200, help="epochs at most")
+    detect.add_argument(
+        "--max-iter",
+        type=_positive_int,
+        default=None,
+        help="epochs at most (default: an automatic budget that ends by itself)",
+    )
     _add_output_options(detect, flagging)
 
     score = commands.add_parser(
@@ -396,7 +401,7 @@ def detect(args):
     detector = VAEAnomalyDetector(
         contamination=args.contamination,
         scoring=args.scoring,
-        max_iter=args.max_iter,
+        max_iter="auto" if args.max_iter is None else args.max_iter,
         random_state=args.random_state,
         verbose=not args.quiet,
     )
