@@ -323,7 +323,9 @@ def main(argv=None):
     if args.merge and csv_path.exists():
         rows = _read_csv(csv_path) + rows
     write_csv(csv_path, rows)
-    write_section("ablation", report(rows, args, argv, names), results_dir, args.output / "RESULTS.md")
+    write_section(
+        "ablation", report(rows, args, argv, names), results_dir, args.output / "RESULTS.md"
+    )
     print(f"wrote {csv_path} and {args.output / 'RESULTS.md'}")
 
 

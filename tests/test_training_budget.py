@@ -30,7 +30,7 @@ def test_cosine_schedule_starts_at_one_and_reaches_zero():
     assert cosine_schedule(50, 100) == pytest.approx(0.5)
     assert cosine_schedule(100, 100) == 0.0
     factors = [cosine_schedule(step, 100) for step in range(101)]
-    assert all(a >= b for a, b in zip(factors, factors[1:]))
+    assert all(a >= b for a, b in zip(factors[:-1], factors[1:], strict=True))
 
 
 @pytest.mark.parametrize("n_rows", [10, 300, 8192, 50_000, 1_000_000, 10**8])
