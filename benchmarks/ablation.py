@@ -262,6 +262,7 @@ def report(rows, args, argv, names):
                 body,
             )
         )
+        lines += _seed_spread_lines(rows, setting, args.seeds)
         lines += ["", f"ROC-AUC per dataset, {setting}:", ""]
         lines.append(
             markdown_table(
@@ -274,6 +275,30 @@ def report(rows, args, argv, names):
         )
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _seed_spread_lines(rows, setting, seeds):
+    """How much the default's mean moves from seed to seed: the noise level
+    a variant's difference has to clear."""
+    per_seed = [
+        np.mean(
+            [
+                r["roc_auc"]
+                for r in rows
+                if r["detector"] == "default" and r["setting"] == setting and r["seed"] == seed
+            ]
+            or [np.nan]
+        )
+        for seed in seeds
+    ]
+    if len(per_seed) < 2 or np.isnan(per_seed).any():
+        return []
+    return [
+        "",
+        "Mean ROC-AUC of the default for each seed: "
+        + ", ".join(f"{value:.4f}" for value in per_seed)
+        + f" (spread {max(per_seed) - min(per_seed):.4f}).",
+    ]
 
 
 def _ranks(values):
@@ -306,9 +331,24 @@ def main(argv=None):
     parser.add_argument(
         "--merge", action="store_true", help="add to results/ablation.csv instead of replacing it"
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the RESULTS.md section from results/ablation.csv without fitting",
+    )
     from_command_line = argv is None
     argv = sys.argv[1:] if from_command_line else list(argv)
     args = parser.parse_args(argv)
+    results_dir = args.output / "results"
+    csv_path = results_dir / "ablation.csv"
+    if args.report_only:
+        rows = _read_csv(csv_path)
+        names = list(dict.fromkeys(r["dataset"] for r in rows))
+        args.seeds = sorted({r["seed"] for r in rows if r["detector"] not in PEERS})
+        write_section(
+            "ablation", report(rows, args, argv, names), results_dir, args.output / "RESULTS.md"
+        )
+        return
     pin_threads(args.threads, __file__, argv, restart=from_command_line)
     datasets = [
         (name, *subsample(X, y))
@@ -318,8 +358,6 @@ def main(argv=None):
     ]
     names = [name for name, _, _ in datasets]
     rows = run(datasets, args.variants, args.seeds, args.jobs, args.threads)
-    results_dir = args.output / "results"
-    csv_path = results_dir / "ablation.csv"
     if args.merge and csv_path.exists():
         rows = _read_csv(csv_path) + rows
     write_csv(csv_path, rows)
