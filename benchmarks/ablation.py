@@ -224,6 +224,20 @@ def report(rows, args, argv, names):
         "to the 5th neighbour) once. Mean rank is over the detectors in this table (1 = best).",
         "",
     ]
+    seeds_run = {
+        name: sorted(
+            {r["seed"] for r in rows if r["dataset"] == name and r["detector"] == "default"}
+        )
+        for name in names
+    }
+    fewer = [name for name in names if len(seeds_run[name]) < len(args.seeds)]
+    if fewer:
+        lines += [
+            "- Fewer seeds on: "
+            + ", ".join(f"{name} (seeds {', '.join(map(str, seeds_run[name]))})" for name in fewer)
+            + ".",
+            "",
+        ]
     for setting in SETTINGS:
         present = [label for label in labels if (setting, label) in table]
         ranks = {label: [] for label in present}
@@ -343,7 +357,14 @@ def main(argv=None):
     csv_path = results_dir / "ablation.csv"
     if args.report_only:
         rows = _read_csv(csv_path)
-        names = list(dict.fromkeys(r["dataset"] for r in rows))
+        # Only datasets every detector ran on in both settings, so the means compare alike.
+        done = {(r["dataset"], r["setting"], r["detector"]) for r in rows}
+        labels = {r["detector"] for r in rows}
+        names = [
+            name
+            for name in dict.fromkeys(r["dataset"] for r in rows)
+            if all((name, s, label) in done for s in SETTINGS for label in labels)
+        ]
         args.seeds = sorted({r["seed"] for r in rows if r["detector"] not in PEERS})
         write_section(
             "ablation", report(rows, args, argv, names), results_dir, args.output / "RESULTS.md"
@@ -374,7 +395,7 @@ def _read_csv(path):
         rows = list(csv.DictReader(handle))
     for row in rows:
         for key in ("roc_auc", "average_precision", "fit_s", "score_s"):
-            row[key] = float(row[key])
+            row[key] = float(row[key]) if row[key] != "" else math.nan
         row["seed"] = int(row["seed"])
     return rows
 
