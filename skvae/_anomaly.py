@@ -10,7 +10,7 @@ from sklearn.base import OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _likelihoods, _persistence
+from . import _likelihoods
 from ._base import SHARED_PARAMETERS_DOC, _BaseVAE, restore_state_on_failure
 from .conformal import conformal_pvalues
 
@@ -270,13 +270,6 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         scores = self.score_samples(X)
         self._set_threshold(scores, scores)
         return self
-
-    def _fitted_attributes(self):
-        return {
-            **super()._fitted_attributes(),
-            "offset_": _persistence.Float(),
-            "calibration_scores_": _persistence.Array(),
-        }
 
     def _trim_fraction(self):
         if self.trim_fraction == "auto":

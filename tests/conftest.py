@@ -8,8 +8,11 @@ from sklearn.exceptions import ConvergenceWarning
 # (estimator.method, "result" or "error") -> calls made by tests/test_bad_input.py.
 BAD_INPUT_CASES = Counter()
 
-# Small, fast settings for tests on 2 cores.
+# Small, fast settings for tests on 2 cores: every test file builds on these
+# (overriding what a test is about) instead of writing its own copy.
 FAST = dict(n_components=2, hidden_layer_sizes=(16,), max_iter=20, batch_size=64, random_state=0)
+# Smaller still, for tests that fit many models (property, soak and estimator checks).
+TINY = {**FAST, "hidden_layer_sizes": (8,), "max_iter": 2}
 
 
 @pytest.fixture(autouse=True)

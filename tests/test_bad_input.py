@@ -1,10 +1,13 @@
-"""Property-based test: malformed input to every public method of both estimators.
+"""Bad input gets a clear error, and a failed call leaves a fitted estimator as it was.
+
+First a property-based test: malformed input to every public method of both estimators.
 
 Every call must either return a correct result (finite, the right shape, equal
 to the result for the same values as a float64 array) or raise a ValueError or
 TypeError with a message, raised outside torch. A fitted model is never
 changed by a call, a failed refit included. Each call counts as one case; the
-test run prints the total (tests/conftest.py).
+test run prints the total (tests/conftest.py). Then the named cases, each
+with the words its message must contain.
 """
 
 import contextlib
@@ -22,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse
+import torch
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -30,9 +34,8 @@ from sklearn.base import clone
 import skvae
 from skvae import VAEAnomalyDetector, VAETransformer
 
-from .conftest import BAD_INPUT_CASES
+from .conftest import BAD_INPUT_CASES, FAST, TINY
 
-TINY = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=2, batch_size=64, random_state=0)
 WIDTH = 3
 NAMES = ["a", "b", "c"]
 # Seconds one call may take before it counts as a hang.
@@ -408,16 +411,41 @@ def test_sample_rejects_counts_that_are_not_positive_integers(fitted, n_samples)
     BAD_INPUT_CASES["transformer.sample", kind] += 1
 
 
-@pytest.mark.parametrize(
-    "input_features",
-    [None, NAMES, ["a", "b"], ["x", "y", "z"], np.array(NAMES), "abc", 3, [1, 2, 3]],
-)
+# (input_features, what a model fitted without column names does, and one
+# fitted on a frame with columns a, b, c): names are checked against the
+# fitted ones when there are some, only counted when there are none.
+INPUT_FEATURES = [
+    (None, "names", "names"),
+    (NAMES, "names", "names"),
+    (np.array(NAMES), "names", "names"),
+    (["x", "y", "z"], "names", "input_features is not equal to feature_names_in_"),
+    ([1, 2, 3], "names", "input_features is not equal to feature_names_in_"),
+    (
+        ["a", "b"],
+        "input_features should have length equal to number of features \\(3\\), got 2",
+        "input_features is not equal to feature_names_in_",
+    ),
+    # Refused by scikit-learn's own check (as for PCA), in its words: a TypeError
+    # from len() of a string or a number; any message is accepted for these two.
+    ("abc", "", "input_features is not equal to feature_names_in_"),
+    (3, "", "input_features is not equal to feature_names_in_"),
+]
+
+
+@pytest.mark.parametrize("input_features, on_array, on_frame", INPUT_FEATURES)
 @pytest.mark.parametrize("name", ["transformer", "transformer on a frame"])
-def test_get_feature_names_out_checks_input_features(fitted, name, input_features):
+def test_get_feature_names_out_checks_input_features(
+    fitted, name, input_features, on_array, on_frame
+):
     estimator = fitted[name]
+    expected = on_frame if name.endswith("frame") else on_array
     kind, value = outcome(estimator.get_feature_names_out, input_features)
-    if kind == "result":
+    if expected == "names":
+        assert kind == "result", value
         assert list(value) == ["vaetransformer0", "vaetransformer1"]
+    else:
+        assert kind == "error", f"{input_features!r} was accepted: {value}"
+        assert re.search(expected, str(value)), value
     BAD_INPUT_CASES[f"{name}.get_feature_names_out", kind] += 1
 
 
@@ -555,3 +583,120 @@ def test_cli_cases_the_property_test_found(cli_model, command, content, expected
     status, out, err = run_cli(argv)
     assert expected in out + err
     assert status == (0 if "flagged" in expected else 2)
+
+
+# ------------------------------------------------------------ named cases
+# Each bad input or parameter value and the words its error must contain.
+ESTIMATORS = [VAETransformer, VAEAnomalyDetector]
+
+
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.array([[1.0, np.nan], [2.0, np.nan], [0.0, np.nan]]), "no observed value"),
+        (np.array([[1.0, np.inf], [2.0, 3.0], [0.0, 1.0]]), "infinity"),
+        (np.empty((0, 3)), "0 sample"),
+        (np.ones((1, 3)), "minimum of 2 is required"),
+        (np.empty((5, 0)), "0 feature"),
+        (np.array([["a", "b"], ["c", "d"]], dtype=object), "could not convert|string"),
+        (np.ones(5), "Expected 2D array"),
+    ],
+)
+def test_fit_rejects_bad_input_with_clear_message(Estimator, bad, message):
+    with pytest.raises(ValueError, match=message):
+        Estimator(**FAST).fit(bad)
+
+
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"n_components": 0}, "n_components"),
+        ({"max_iter": -1}, "max_iter"),
+        ({"learning_rate_init": 0.0}, "learning_rate_init"),
+        ({"likelihood": "poisson"}, "likelihood"),
+        ({"validation_fraction": 1.5}, "validation_fraction"),
+        ({"hidden_layer_sizes": (8, 0)}, "hidden_layer_sizes"),
+        ({"hidden_layer_sizes": (8, "x")}, "hidden_layer_sizes"),
+        ({"device": "tpu"}, "device"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_wrong_parameter_values_are_named(Estimator, params, message):
+    rng = np.random.RandomState(0)
+    with pytest.raises(ValueError, match=message):
+        Estimator(**{**FAST, **params}).fit(rng.normal(size=(20, 3)))
+
+
+@pytest.mark.parametrize(
+    "params, message", [({"contamination": 0.7}, "contamination"), ({"scoring": "mse"}, "scoring")]
+)
+def test_detector_parameters_are_validated(params, message):
+    with pytest.raises(ValueError, match=message):
+        VAEAnomalyDetector(**{**FAST, **params}).fit(np.random.RandomState(0).normal(size=(20, 3)))
+
+
+def test_bernoulli_rejects_values_outside_unit_interval():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        VAEAnomalyDetector(**FAST, likelihood="bernoulli").fit(np.array([[0.0, 2.0], [1.0, 0.0]]))
+
+
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+def test_scoring_rejects_wrong_width_inf_and_empty(Estimator, blobs):
+    est = Estimator(**FAST).fit(blobs)
+    with pytest.raises(ValueError, match="3 features, but .* is expecting 4"):
+        est.score_samples(blobs[:, :3])
+    with pytest.raises(ValueError, match="infinity"):
+        est.score_samples(np.where(blobs == blobs[0, 0], np.inf, blobs))
+    with pytest.raises(ValueError, match="0 sample"):
+        est.score_samples(blobs[:0])
+    frame = pd.DataFrame(blobs, columns=list("abcd"))
+    with pytest.raises(ValueError, match="infinity in column 'b'"):
+        est.fit(frame).score_samples(frame.assign(b=np.inf))
+    with pytest.raises(ValueError, match="0 sample"):
+        est.score_samples(frame[:0])
+
+
+@pytest.mark.parametrize("Estimator", ESTIMATORS)
+def test_failed_refit_leaves_fitted_estimator_unchanged(Estimator, blobs):
+    est = Estimator(**FAST).fit(blobs)
+    before = {k: v for k, v in vars(est).items() if k != "module_"}
+    weights = {k: v.clone() for k, v in est.module_.state_dict().items()}
+    scores = est.score_samples(blobs)
+    infinite = np.where(blobs > 2, np.inf, blobs)
+    for bad in (np.full_like(blobs, np.nan), blobs[:1], infinite):
+        # Column names: a failed fit must not leave feature_names_in_ behind.
+        bad_frame = pd.DataFrame(bad, columns=[f"c{i}" for i in range(bad.shape[1])])
+        with pytest.raises(ValueError):
+            est.fit(bad_frame)
+    with pytest.raises(ValueError):
+        est.set_params(n_components=-3).fit(blobs)
+    est.set_params(n_components=FAST["n_components"])
+    assert not hasattr(est, "feature_names_in_")
+    np.testing.assert_array_equal(est.score_samples(blobs), scores)
+    after = {k: v for k, v in vars(est).items() if k != "module_"}
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert pickle.dumps(after[key]) == pickle.dumps(value), key
+    for key, value in est.module_.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(blobs):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        VAEAnomalyDetector(**FAST, device="cuda").fit(blobs)
+
+
+@pytest.mark.parametrize("n_rows", [2, 3, 19, 20, 63])
+def test_tiny_inputs_fit_and_score(n_rows):
+    """Fewer rows than batch_size, and validation splits too small to use."""
+    X = np.random.RandomState(0).normal(size=(n_rows, 3))
+    detector = VAEAnomalyDetector(**{**FAST, "batch_size": 256}).fit(X)
+    scores = detector.score_samples(X)
+    assert np.isfinite(scores).all()
+    # validation_fraction=0.1 holds out floor(n / 10) rows, used only from 2 on.
+    assert (detector.validation_scores_ is None) == (n_rows < 20)
+    assert np.isfinite(detector.score_samples(X[:1])).all()  # scoring one row works

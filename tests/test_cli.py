@@ -139,12 +139,20 @@ def test_score_with_the_saved_model_matches_detect(detect_run):
     np.testing.assert_allclose(after["p_value"], before["p_value"])
 
 
+# .ci/run installs Chromium and sets this, so there a missing browser fails
+# the test; on a machine with Python alone the README's test command skips it.
+REQUIRE_BROWSER = os.environ.get("SKVAE_REQUIRE_BROWSER") == "1"
+
+
 def find_chromium():
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)
         if path:
             return path
-    pytest.fail("headless Chromium is needed to check the report; .ci/run installs it")
+    message = "headless Chromium (chromium, chromium-browser or google-chrome on PATH)"
+    if REQUIRE_BROWSER:
+        pytest.fail(f"{message} is needed to check the report (SKVAE_REQUIRE_BROWSER=1)")
+    pytest.skip(f"{message} not found; set SKVAE_REQUIRE_BROWSER=1 to make this a failure")
 
 
 # Written into a copy of the report: lists each image's decoded size once loaded.
@@ -179,6 +187,7 @@ def chromium(*args, profile):
 
 
 def test_report_renders_in_headless_chromium(detect_run, tmp_path):
+    find_chromium()  # skips or fails first, as SKVAE_REQUIRE_BROWSER says
     folder, _, _ = detect_run
     page = (folder / "report.html").read_text(encoding="utf-8")
     # Self-contained: nothing is fetched from anywhere.

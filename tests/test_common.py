@@ -4,7 +4,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skvae import VAEAnomalyDetector, VAETransformer
 
-SMALL = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=3, batch_size=64)
+from .conftest import TINY
+
+SMALL = {**TINY, "max_iter": 3}
 
 ESTIMATORS = [
     VAETransformer(**SMALL),

@@ -11,6 +11,8 @@ import pytest
 import skvae
 from skvae import VAEAnomalyDetector, VAETransformer
 
+from .conftest import TINY
+
 CYCLES = 200
 WARM_UP = 30
 # Resident memory may grow by at most this much between the end of the warm-up
@@ -25,7 +27,6 @@ def test_fit_score_save_load_cycles_do_not_grow_memory():
     psutil = pytest.importorskip("psutil")
     process = psutil.Process()
     rng = np.random.RandomState(0)
-    tiny = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=2, random_state=0)
     baseline = None
     for cycle in range(CYCLES):
         n_rows, n_cols = rng.randint(5, 60), rng.randint(1, 6)
@@ -37,7 +38,7 @@ def test_fit_score_save_load_cycles_do_not_grow_memory():
         Estimator = VAEAnomalyDetector if cycle % 2 else VAETransformer
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            estimator = Estimator(**{**tiny, "random_state": cycle}).fit(X)
+            estimator = Estimator(**{**TINY, "random_state": cycle}).fit(X)
         scores = estimator.score_samples(X)
         buffer = io.BytesIO()
         estimator.save(buffer)

@@ -5,6 +5,9 @@ from skvae import VAETransformer
 
 from .conftest import FAST
 
+# The quality checks train longer, in the default batches of 256 rows.
+LONGER = {**FAST, "max_iter": 200, "batch_size": 256}
+
 
 def test_transform_shapes_and_feature_names(blobs):
     vae = VAETransformer(**FAST).fit(blobs)
@@ -20,7 +23,7 @@ def test_inverse_transform_is_in_original_units():
     X = np.hstack([1000 + 50 * latent, -3 + 0.01 * latent]) + rng.normal(
         scale=[5, 0.001], size=(400, 2)
     )
-    vae = VAETransformer(n_components=1, hidden_layer_sizes=(16,), max_iter=150, random_state=0)
+    vae = VAETransformer(**{**LONGER, "n_components": 1, "max_iter": 150})
     X_back = vae.fit(X).inverse_transform(vae.transform(X))
     assert X_back.shape == X.shape
     # Reconstructions land near the data in its own units, not standardised ones.
@@ -37,9 +40,7 @@ def test_inverse_transform_rejects_wrong_latent_width(blobs):
 def test_sample_is_reproducible_and_looks_like_the_data():
     rng = np.random.RandomState(0)
     X = rng.normal(loc=[10, -5], scale=[2, 0.5], size=(500, 2))
-    vae = VAETransformer(
-        n_components=2, hidden_layer_sizes=(16,), max_iter=100, random_state=0
-    ).fit(X)
+    vae = VAETransformer(**{**LONGER, "max_iter": 100}).fit(X)
     a = vae.sample(2000, random_state=1)
     np.testing.assert_array_equal(a, vae.sample(2000, random_state=1))
     assert not np.array_equal(a, vae.sample(2000, random_state=2))
@@ -56,15 +57,13 @@ def test_sample_rejects_bad_count(blobs):
 def test_score_samples_is_a_log_likelihood_bound_in_original_units():
     rng = np.random.RandomState(0)
     X = rng.normal(size=(2000, 3))
-    vae = VAETransformer(
-        n_components=2, hidden_layer_sizes=(16,), max_iter=200, random_state=0
-    ).fit(X)
+    vae = VAETransformer(**LONGER).fit(X)
     # The true log-density of N(0, I) in 3-D averages -3/2 (log 2 pi + 1) = -4.26.
     # A bound sits below it, and a decent fit not far below.
     mean_elbo = vae.score(X)
     assert -5.0 < mean_elbo < -4.26 + 0.05
     # Rescaling the data by 10 shifts log-densities by -3 log 10 nats.
-    scaled = VAETransformer(n_components=2, hidden_layer_sizes=(16,), max_iter=200, random_state=0)
+    scaled = VAETransformer(**LONGER)
     assert scaled.fit(10 * X).score(10 * X) == pytest.approx(mean_elbo - 3 * np.log(10), abs=0.05)
 
 
