@@ -1,18 +1,27 @@
-"""Ablation: variants of the skvae detector under the quality protocol.
+"""Ablation: variants of the skvae detector in both settings users have.
 
-Each variant changes one thing of ``VAEAnomalyDetector()`` (or puts one
-preprocessing step in front of it) and runs on every dataset with the same
-seeds; nothing is tuned per dataset. The table justifies the defaults: a
-direction is kept only when it raises the mean over all datasets. Writes
-``results/ablation.csv`` and the ablation section of ``RESULTS.md``.
+Each variant changes one thing of ``VAEAnomalyDetector()`` and runs on every
+dataset with the same seeds; nothing is tuned per dataset. Two settings:
 
-    python benchmarks/ablation.py
-    python benchmarks/ablation.py --variants default "trim 0" --seeds 0
+- contaminated: fit on every row (anomalies included, no labels), score them;
+- novelty: fit on a random half of the normal rows (``RandomState(0)``),
+  score the other half plus every anomaly.
+
+Datasets with more than 20,000 rows are subsampled to 20,000 with the
+anomaly share kept (``RandomState(0)``: anomalies drawn first, then normal
+rows, without replacement, in their original order). IsolationForest and
+PyOD's kNN (distance to the 5th neighbour, computed here with scikit-learn)
+run beside the variants as references. Writes ``results/ablation.csv`` and
+the ablation section of ``RESULTS.md``.
+
+    python benchmarks/ablation.py --jobs 2
+    python benchmarks/ablation.py --variants default "variance floor 0.1" --seeds 0
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -21,164 +30,371 @@ import numpy as np
 from _harness import (
     DEFAULT_DATA,
     HERE,
+    evaluate,
     load_datasets,
     machine_lines,
     markdown_table,
     pin_threads,
+    set_threads,
+    timed,
     write_csv,
     write_section,
 )
-from quality import Detector, run, summarise
 
 from skvae import VAEAnomalyDetector
 
-# label -> (why it is tried, detector parameters, preprocessing step factory or None)
-VARIANTS = {
-    "default": ("the library defaults", {}, None),
-    "trim 0": ("contamination: train on every row", {"trim_fraction": 0.0}, None),
-    "trim 0.1": ("contamination: drop the worst 10% of each batch", {"trim_fraction": 0.1}, None),
-    "trim 0.3": ("contamination: drop the worst 30% of each batch", {"trim_fraction": 0.3}, None),
-    "decoder variance per row": (
-        "likelihood: variance predicted per row (heavier effective tails)",
-        {"decoder_variance": "sample"},
-        None,
-    ),
-    "quantile-normal input": (
-        "heavy tails: QuantileTransformer(output_distribution='normal') in front",
-        {},
-        "quantile",
-    ),
-    "kl warm-up 10": (
-        "posterior collapse: KL weight ramped over 10 epochs",
-        {"kl_warmup": 10},
-        None,
-    ),
-    "latent 16": ("network size: 16 latent dimensions", {"n_components": 16}, None),
-    "hidden (128, 64)": (
-        "network size: wider hidden layers",
-        {"hidden_layer_sizes": (128, 64)},
-        None,
-    ),
-    "fixed 20 epochs": (
-        "over-fitting the anomalies: short training, no early stopping",
-        {"early_stopping": False, "max_iter": 20, "n_iter_no_change": 20},
-        None,
-    ),
-    "fixed 80 epochs": (
-        "over-fitting the anomalies: medium training, no early stopping",
-        {"early_stopping": False, "max_iter": 80, "n_iter_no_change": 80},
-        None,
-    ),
+MAX_ROWS = 20_000
+SETTINGS = ("contaminated", "novelty")
+PREVIOUS_DEFAULTS = {
+    "batch_size": 256,
+    "max_iter": 200,
+    "learning_rate": "constant",
 }
 
+# label -> (why it is tried, detector parameters, decoder variance floor or None)
+VARIANTS = {
+    "default": ("the library defaults", {}, None),
+    "previous defaults": (
+        "before the budget: batch 256, up to 200 epochs, constant step, early stopping",
+        PREVIOUS_DEFAULTS,
+        1e-4,
+    ),
+    "variance floor 1e-4": (
+        "likelihood: decoder variance floor 1e-4 (the floor before this change)",
+        {},
+        1e-4,
+    ),
+    "variance floor 0.01": ("likelihood: decoder variance floor 0.01", {}, 0.01),
+    "variance floor 0.1": ("likelihood: decoder variance floor 0.1", {}, 0.1),
+    "no early stopping": (
+        "training length: the whole budget, no early stopping",
+        {"early_stopping": False},
+        None,
+    ),
+    "trim 0": ("contamination: train on every row", {"trim_fraction": 0.0}, None),
+}
+PEERS = ("IsolationForest", "kNN")
 
-def _variant_detector(label, params, preprocessing):
-    def fit(X, seed):
-        detector = VAEAnomalyDetector(random_state=seed, **params)
-        if preprocessing == "quantile":
-            from sklearn.pipeline import make_pipeline
-            from sklearn.preprocessing import QuantileTransformer
 
-            n_quantiles = min(1000, X.shape[0])
-            detector = make_pipeline(
-                QuantileTransformer(
-                    output_distribution="normal", n_quantiles=n_quantiles, random_state=0
-                ),
-                detector,
-            )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return detector.fit(X)
-
-    return Detector(label, fit, {label: lambda model, X: -model.score_samples(X)}, seeded=True)
+def subsample(X, y, max_rows=MAX_ROWS):
+    """At most ``max_rows`` rows with the anomaly share kept (see module doc)."""
+    if X.shape[0] <= max_rows:
+        return X, y
+    rng = np.random.RandomState(0)
+    n_anomalies = round(max_rows * y.mean())
+    anomalies = rng.choice(np.flatnonzero(y == 1), n_anomalies, replace=False)
+    normals = rng.choice(np.flatnonzero(y == 0), max_rows - n_anomalies, replace=False)
+    keep = np.sort(np.concatenate([anomalies, normals]))
+    return X[keep], y[keep]
 
 
-def report(rows, args, argv):
-    names, labels, table = summarise(rows)
-    lines = ["## Ablation: variants of the default detector", ""]
+def split(X, y, setting):
+    """(rows to fit, rows to score, their labels) of one setting."""
+    if setting == "contaminated":
+        return X, X, y
+    normals = np.random.RandomState(0).permutation(np.flatnonzero(y == 0))
+    fit = np.sort(normals[: len(normals) // 2])
+    score = np.sort(np.concatenate([normals[len(normals) // 2 :], np.flatnonzero(y == 1)]))
+    return X[fit], X[score], y[score]
+
+
+def _set_variance_floor(log_floor):
+    # The floor is a module constant of the library (one place); the
+    # ablation moves it to compare values, and puts it back for the others.
+    import skvae._network
+
+    skvae._network.MIN_LOG_VAR = log_floor
+
+
+def _library_log_floor():
+    import skvae._network
+
+    return skvae._network.MIN_LOG_VAR
+
+
+LIBRARY_LOG_FLOOR = _library_log_floor()
+
+
+def _fit_variant(label, X, seed):
+    _, params, floor = VARIANTS[label]
+    _set_variance_floor(LIBRARY_LOG_FLOOR if floor is None else math.log(floor))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = VAEAnomalyDetector(random_state=seed, **params).fit(X)
+    return model, lambda Z: -model.score_samples(Z)
+
+
+def _fit_peer(label, X, seed):
+    if label == "IsolationForest":
+        from sklearn.ensemble import IsolationForest
+
+        model = IsolationForest(random_state=0).fit(X)
+        return model, lambda Z: -model.score_samples(Z)
+    from sklearn.neighbors import NearestNeighbors
+
+    # PyOD's KNN() defaults: distance to the 5th neighbour, raw features; a
+    # training row is not its own neighbour.
+    k = 5
+    model = NearestNeighbors(n_neighbors=k).fit(X)
+
+    def score(Z):
+        same = Z is X
+        distances, _ = model.kneighbors(None if same else Z, n_neighbors=k)
+        return distances[:, -1]
+
+    return model, score
+
+
+def _run_one(dataset, setting, label, seed, n_threads):
+    set_threads(n_threads)  # again: a worker process starts with its own pools
+    name, X, y = dataset
+    X_fit, X_score, y_score = split(X, y, setting)
+    fit = _fit_peer if label in PEERS else _fit_variant
+    (model, score), fit_s = timed(fit, label, X_fit, seed)
+    scores, score_s = timed(score, X_score if setting == "novelty" else X_fit)
+    roc_auc, ap = evaluate(y_score, scores)
+    print(
+        f"{name:>14} {setting:>12} {label:>22} seed={seed} roc_auc={roc_auc:.4f} "
+        f"ap={ap:.4f} fit={fit_s:.1f}s",
+        flush=True,
+    )
+    return dict(
+        dataset=name,
+        setting=setting,
+        detector=label,
+        seed=seed,
+        n_fit=X_fit.shape[0],
+        roc_auc=round(roc_auc, 4),
+        average_precision=round(ap, 4),
+        fit_s=round(fit_s, 3),
+        score_s=round(score_s, 3),
+        n_iter=getattr(model, "n_iter_", ""),
+    )
+
+
+def run(datasets, labels, seeds, n_jobs=1, n_threads=1):
+    from joblib import Parallel, delayed
+
+    tasks = [
+        (dataset, setting, label, seed)
+        for dataset in datasets
+        for setting in SETTINGS
+        for label in labels
+        for seed in (seeds if label not in PEERS else [0])
+    ]
+    # Longest fits first so the pool does not end on one straggler.
+    tasks.sort(key=lambda task: -task[0][1].shape[0])
+    return Parallel(n_jobs=n_jobs)(delayed(_run_one)(*task, n_threads) for task in tasks)
+
+
+def _mean_table(rows, labels, names):
+    out = {}
+    for setting in SETTINGS:
+        for label in labels:
+            per_dataset = {}
+            for name in names:
+                runs = [
+                    r
+                    for r in rows
+                    if r["setting"] == setting and r["detector"] == label and r["dataset"] == name
+                ]
+                if runs:
+                    per_dataset[name] = {
+                        key: float(np.mean([r[key] for r in runs]))
+                        for key in ("roc_auc", "average_precision", "fit_s")
+                    }
+            if len(per_dataset) == len(names):
+                out[setting, label] = per_dataset
+    return out
+
+
+def report(rows, args, argv, names):
+    labels = list(dict.fromkeys(r["detector"] for r in rows))
+    table = _mean_table(rows, labels, names)
+    lines = ["## Ablation: variants of the default detector, both settings", ""]
     lines += machine_lines(args.threads, __file__, argv)
     lines += [
-        f"- Same protocol as above; every variant on every dataset with seeds "
-        f"{', '.join(map(str, args.seeds))} (mean over seeds, then over datasets). Each row "
-        "changes one thing from `VAEAnomalyDetector()`. The scoring rule (`elbo`, `iwae`, "
-        "`reconstruction`) is compared in the quality tables above, on the same fits.",
+        f"- {len(names)} datasets ({', '.join(names)}); more than {MAX_ROWS:,} rows are "
+        f"subsampled to {MAX_ROWS:,} keeping the anomaly share (RandomState(0), anomalies "
+        "then normal rows, without replacement). Contaminated: fit on every row, score them. "
+        "Novelty: fit on a random half of the normal rows (RandomState(0)), score the other "
+        "half plus every anomaly.",
+        f"- Variants with seeds {', '.join(map(str, args.seeds))}: mean over seeds, then over "
+        "datasets. IsolationForest(random_state=0) and kNN (PyOD's KNN() defaults: distance "
+        "to the 5th neighbour) once. Mean rank is over the detectors in this table (1 = best).",
         "",
     ]
-    means = {
-        label: {
-            key: float(np.mean([table[name, label][key] for name in names]))
-            for key in ("roc_auc", "average_precision", "fit_s")
-        }
-        for label in labels
+    seeds_run = {
+        name: sorted(
+            {r["seed"] for r in rows if r["dataset"] == name and r["detector"] == "default"}
+        )
+        for name in names
     }
-    base = means.get("default")
-    body = []
-    for label in labels:
-        delta = "" if base is None else f"{means[label]['roc_auc'] - base['roc_auc']:+.4f}"
-        body.append(
-            [
-                label,
-                VARIANTS[label][0],
-                f"{means[label]['roc_auc']:.4f}",
-                delta,
-                f"{means[label]['average_precision']:.4f}",
-                f"{means[label]['fit_s']:.2f}",
-            ]
+    fewer = [name for name in names if len(seeds_run[name]) < len(args.seeds)]
+    if fewer:
+        lines += [
+            "- Fewer seeds on: "
+            + ", ".join(f"{name} (seeds {', '.join(map(str, seeds_run[name]))})" for name in fewer)
+            + ".",
+            "",
+        ]
+    for setting in SETTINGS:
+        present = [label for label in labels if (setting, label) in table]
+        ranks = {label: [] for label in present}
+        for name in names:
+            values = [-table[setting, label][name]["roc_auc"] for label in present]
+            order = _ranks(values)
+            for label, rank in zip(present, order, strict=True):
+                ranks[label].append(rank)
+        body = []
+        for label in present:
+            per = table[setting, label]
+            worst = min(per, key=lambda name: per[name]["roc_auc"])
+            body.append(
+                [
+                    label,
+                    VARIANTS[label][0] if label in VARIANTS else "reference peer",
+                    f"{np.mean([v['roc_auc'] for v in per.values()]):.4f}",
+                    f"{np.mean([v['average_precision'] for v in per.values()]):.4f}",
+                    f"{np.mean(ranks[label]):.2f}",
+                    f"{worst} {per[worst]['roc_auc']:.3f}",
+                    f"{np.mean([v['fit_s'] for v in per.values()]):.2f}",
+                ]
+            )
+        lines += [f"### {setting.capitalize()} setting", ""]
+        lines.append(
+            markdown_table(
+                [
+                    "variant",
+                    "direction",
+                    "mean ROC-AUC",
+                    "mean AP",
+                    "mean rank",
+                    "worst dataset",
+                    "mean fit s",
+                ],
+                body,
+            )
         )
-    lines.append(
-        markdown_table(
-            ["variant", "direction", "mean ROC-AUC", "vs default", "mean AP", "mean fit s"], body
+        lines += _seed_spread_lines(rows, setting, args.seeds)
+        lines += ["", f"ROC-AUC per dataset, {setting}:", ""]
+        lines.append(
+            markdown_table(
+                ["variant", *names],
+                [
+                    [label, *(f"{table[setting, label][name]['roc_auc']:.3f}" for name in names)]
+                    for label in present
+                ],
+            )
         )
-    )
-    lines += _seed_spread_lines(rows, args.seeds)
-    lines += ["", "### ROC-AUC per dataset", ""]
-    lines.append(
-        markdown_table(
-            ["variant", *names],
-            [
-                [label, *(f"{table[name, label]['roc_auc']:.4f}" for name in names)]
-                for label in labels
-            ],
-        )
-    )
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def _seed_spread_lines(rows, seeds):
-    """How much the default's mean moves from seed to seed: the noise level
-    a variant's difference has to clear."""
-    per_seed = [
-        np.mean([r["roc_auc"] for r in rows if r["detector"] == "default" and r["seed"] == seed])
-        for seed in seeds
-    ]
-    if len(per_seed) < 2:
+def _seed_spread_lines(rows, setting, seeds):
+    """How much the default's mean moves from seed to seed (over the datasets
+    run with every seed): the noise level a variant's difference has to clear."""
+    auc = {
+        (r["dataset"], r["seed"]): r["roc_auc"]
+        for r in rows
+        if r["detector"] == "default" and r["setting"] == setting
+    }
+    names = sorted({name for name, _ in auc if all((name, seed) in auc for seed in seeds)})
+    if len(seeds) < 2 or not names:
         return []
+    per_seed = [np.mean([auc[name, seed] for name in names]) for seed in seeds]
     return [
         "",
-        "Mean ROC-AUC of the default for each seed: "
+        f"Mean ROC-AUC of the default for each seed, over the {len(names)} datasets run with "
+        "every seed: "
         + ", ".join(f"{value:.4f}" for value in per_seed)
         + f" (spread {max(per_seed) - min(per_seed):.4f}).",
     ]
 
 
+def _ranks(values):
+    """Ranks of ``values`` (1 = smallest), ties sharing their mean rank."""
+    from scipy.stats import rankdata
+
+    return list(rankdata(values))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of .npz files")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        default=[DEFAULT_DATA, DEFAULT_DATA.parent / "adbench-large"],
+        help="folders of .npz files",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1, help="fits run at once (processes)")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=[*VARIANTS, *PEERS],
+        default=[*VARIANTS, *PEERS],
+    )
+    parser.add_argument("--datasets", nargs="+", help="only these dataset names")
     parser.add_argument("--output", type=Path, default=HERE)
+    parser.add_argument(
+        "--merge", action="store_true", help="add to results/ablation.csv instead of replacing it"
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the RESULTS.md section from results/ablation.csv without fitting",
+    )
     from_command_line = argv is None
     argv = sys.argv[1:] if from_command_line else list(argv)
     args = parser.parse_args(argv)
-    pin_threads(args.threads, __file__, argv, restart=from_command_line)
-    detectors = [_variant_detector(label, *VARIANTS[label][1:]) for label in args.variants]
-    rows = run(load_datasets(args.data), detectors, args.seeds, args.jobs, args.threads)
     results_dir = args.output / "results"
-    write_csv(results_dir / "ablation.csv", rows)
-    write_section("ablation", report(rows, args, argv), results_dir, args.output / "RESULTS.md")
-    print(f"wrote {results_dir / 'ablation.csv'} and {args.output / 'RESULTS.md'}")
+    csv_path = results_dir / "ablation.csv"
+    if args.report_only:
+        rows = _read_csv(csv_path)
+        # Only datasets every detector ran on in both settings, so the means compare alike.
+        done = {(r["dataset"], r["setting"], r["detector"]) for r in rows}
+        labels = {r["detector"] for r in rows}
+        names = [
+            name
+            for name in dict.fromkeys(r["dataset"] for r in rows)
+            if all((name, s, label) in done for s in SETTINGS for label in labels)
+        ]
+        args.seeds = sorted({r["seed"] for r in rows if r["detector"] not in PEERS})
+        write_section(
+            "ablation", report(rows, args, argv, names), results_dir, args.output / "RESULTS.md"
+        )
+        return
+    pin_threads(args.threads, __file__, argv, restart=from_command_line)
+    datasets = [
+        (name, *subsample(X, y))
+        for folder in args.data
+        for name, X, y in load_datasets(folder)
+        if not args.datasets or name in args.datasets
+    ]
+    names = [name for name, _, _ in datasets]
+    rows = run(datasets, args.variants, args.seeds, args.jobs, args.threads)
+    if args.merge and csv_path.exists():
+        rows = _read_csv(csv_path) + rows
+    write_csv(csv_path, rows)
+    write_section(
+        "ablation", report(rows, args, argv, names), results_dir, args.output / "RESULTS.md"
+    )
+    print(f"wrote {csv_path} and {args.output / 'RESULTS.md'}")
+
+
+def _read_csv(path):
+    import csv
+
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in ("roc_auc", "average_precision", "fit_s", "score_s"):
+            row[key] = float(row[key]) if row[key] != "" else math.nan
+        row["seed"] = int(row["seed"])
+    return rows
 
 
 if __name__ == "__main__":

@@ -33,7 +33,13 @@ from ._preprocessing import (
     merge_moments,
     standardiser_from_moments,
 )
-from ._training import EVAL_CHUNK_ROWS, TrainingHistory, TrainingSettings, train
+from ._training import (
+    EVAL_CHUNK_ROWS,
+    TrainingHistory,
+    TrainingSettings,
+    train,
+    training_budget,
+)
 from ._warnings import caller_stacklevel
 
 # Scoring pads every chunk to a multiple of this many rows: BLAS picks other
@@ -115,14 +121,28 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
     alpha : float, default=0.0
         L2 penalty (Adam weight decay).
 
-    batch_size : int, default=256
+    batch_size : int or "auto", default="auto"
         Rows per mini-batch; inputs with fewer rows train in one batch.
+        ``"auto"``: 256 up to 8192 training rows, then about 1/32 of them
+        (a power of two, at most 4096), with the step size scaled by
+        ``sqrt(batch_size / 256)``.
 
     learning_rate_init : float, default=1e-3
-        Adam step size.
+        Adam step size (at the start of the schedule).
 
-    max_iter : int, default=200
-        Maximum number of epochs.
+    learning_rate : {"cosine", "constant"}, default="cosine"
+        Step-size schedule of ``fit``. ``"cosine"`` anneals the step size
+        from ``learning_rate_init`` to 0 over the ``max_iter`` epochs (half
+        a cosine, step by step), so the weights settle by the last epoch;
+        ``"constant"`` keeps it. ``partial_fit`` always keeps it constant.
+
+    max_iter : int or "auto", default="auto"
+        Number of epochs at most. ``"auto"`` is a budget of about 1000
+        gradient steps (at least 5 epochs), so the cost of a fit grows
+        gently with the number of rows; ending the budget with the schedule
+        annealed to 0 is convergence. An integer ``max_iter`` that is
+        reached before early stopping ends the fit raises a
+        ``ConvergenceWarning``, as in ``MLPRegressor``.
 
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the rows and stop when their ELBO
@@ -266,9 +286,10 @@ class _BaseVAE(BaseEstimator):
         "beta": [Interval(Real, 0, None, closed="left")],
         "kl_warmup": [Interval(Integral, 0, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"cosine", "constant"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -292,9 +313,10 @@ class _BaseVAE(BaseEstimator):
         beta=1.0,
         kl_warmup=0,
         alpha=0.0,
-        batch_size=256,
+        batch_size="auto",
         learning_rate_init=1e-3,
-        max_iter=200,
+        learning_rate="cosine",
+        max_iter="auto",
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=10,
@@ -316,6 +338,7 @@ class _BaseVAE(BaseEstimator):
         self.alpha = alpha
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
+        self.learning_rate = learning_rate
         self.max_iter = max_iter
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -522,15 +545,23 @@ class _BaseVAE(BaseEstimator):
             x_train, x_val, held_out = x_all, None, None
         else:
             x_train, x_val, held_out = self._split(x_all, start.seed)
+        batch_size, max_iter, lr_factor = training_budget(
+            x_train.shape[0], self.batch_size, 1 if incremental else self.max_iter
+        )
+        # The step size a first run starts from (a warm run keeps the one its
+        # history carries): larger automatic batches take larger steps.
+        for group in start.optimizer.param_groups:
+            group["lr"] = self.learning_rate_init * lr_factor
         settings = TrainingSettings(
-            batch_size=self.batch_size,
-            max_iter=1 if incremental else self.max_iter,
+            batch_size=batch_size,
+            max_iter=max_iter,
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
             beta=self.beta,
             kl_warmup=self.kl_warmup,
             trim_fraction=self._trim_fraction(),
             verbose=bool(self.verbose),
+            schedule="constant" if incremental else self.learning_rate,
         )
         module, optimizer = start.module, start.optimizer
         history = train(module, optimizer, x_train, x_val, settings, start.generator, start.history)
@@ -565,7 +596,9 @@ class _BaseVAE(BaseEstimator):
                 RuntimeWarning,
                 stacklevel=caller_stacklevel(),
             )
-        elif not history.stopped_early:
+        # The automatic budget ends by design; a chosen max_iter that cuts
+        # training short is worth a warning, as in MLPRegressor.
+        elif self.max_iter != "auto" and not history.stopped_early:
             warnings.warn(
                 f"{type(self).__name__} reached max_iter={self.max_iter} epochs "
                 "without converging; increase max_iter.",

@@ -27,6 +27,16 @@ MAX_GRAD_NORM = 100.0
 # activations to stay in the CPU cache (scoring runs about twice as fast as
 # with 65536-row chunks) and to bound scoring memory whatever the input size.
 EVAL_CHUNK_ROWS = 4096
+# The default training budget (batch_size="auto", max_iter="auto"): about
+# BUDGET_STEPS gradient steps whatever the number of rows, in batches that
+# grow with it (REFERENCE_BATCH rows up to 32 * REFERENCE_BATCH training
+# rows, then about n / 32, at most MAX_AUTO_BATCH), and at least MIN_EPOCHS
+# passes. The per-step cost of a small network, not the number of rows,
+# bounds training speed on a CPU, so the cost grows gently with n.
+BUDGET_STEPS = 1000
+REFERENCE_BATCH = 256
+MAX_AUTO_BATCH = 4096
+MIN_EPOCHS = 5
 
 
 class TrainingDivergedError(ValueError):
@@ -43,6 +53,9 @@ class TrainingSettings:
     kl_warmup: int = 0
     trim_fraction: float = 0.0
     verbose: bool = False
+    # "cosine": the step size anneals from its initial value to 0 over the
+    # max_iter epochs of this call; "constant" keeps it.
+    schedule: str = "constant"
 
 
 @dataclass
@@ -135,6 +148,36 @@ class _Run:
         history.interrupted = self.interrupted
 
 
+def training_budget(n_rows, batch_size="auto", max_iter="auto"):
+    """Rows per batch, number of epochs and step-size factor of a fit on
+    ``n_rows`` training rows; ``"auto"`` entries follow the default budget.
+
+    An automatic batch larger than ``REFERENCE_BATCH`` scales the step size
+    by the square root of the ratio (the gradient noise of a mean over b rows
+    falls as 1/sqrt(b)).
+    """
+    factor = 1.0
+    if batch_size == "auto":
+        batch_size = REFERENCE_BATCH
+        if n_rows > 32 * REFERENCE_BATCH:
+            batch_size = min(MAX_AUTO_BATCH, 2 ** int(math.log2(n_rows / 32)))
+        factor = math.sqrt(batch_size / REFERENCE_BATCH)
+    if max_iter == "auto":
+        steps_per_epoch = max(1, math.ceil(n_rows / batch_size))
+        max_iter = max(MIN_EPOCHS, round(BUDGET_STEPS / steps_per_epoch))
+    return batch_size, max_iter, factor
+
+
+def cosine_schedule(step, total_steps):
+    """Factor of the initial step size at ``step`` of ``total_steps``: 1 at
+    the start, half a cosine down to 0 at the end of the budget, so reaching
+    the end of the budget is convergence by design (the weights stop moving
+    and the loss curve flattens)."""
+    if total_steps <= 0:
+        return 0.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
 def kl_weight(settings, epoch):
     """beta, ramped up linearly over the first ``kl_warmup`` epochs."""
     if settings.kl_warmup <= 0:
@@ -169,14 +212,19 @@ def _batch_loss(row_losses, trim_fraction):
     return torch.topk(row_losses, keep, largest=False, sorted=False).values.mean()
 
 
-def _run_epoch(module, optimizer, x_train, settings, beta, generator):
+def _run_epoch(module, optimizer, x_train, settings, beta, generator, base_lr, epoch):
     """One pass over ``x_train`` in a random order; returns the mean loss,
-    or NaN when a loss or the weights left the finite range."""
+    or NaN when a loss or the weights left the finite range. ``epoch`` (of
+    this call) places its steps on the learning-rate schedule."""
     module.train()
     n = x_train.shape[0]
     order = torch.randperm(n, generator=generator, device="cpu").to(x_train.device)
     total = 0.0
-    for start in range(0, n, settings.batch_size):
+    steps_per_epoch = math.ceil(n / settings.batch_size)
+    total_steps = settings.max_iter * steps_per_epoch
+    for step, start in enumerate(range(0, n, settings.batch_size), epoch * steps_per_epoch):
+        if settings.schedule == "cosine":
+            _set_learning_rate(optimizer, base_lr * cosine_schedule(step, total_steps))
         batch = x_train[order[start : start + settings.batch_size]]
         noise = torch.randn(
             (batch.shape[0], module.n_components),
@@ -337,7 +385,9 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
             with held:
                 weights.save(good_state)
             beta = kl_weight(settings, history.n_iter)
-            loss = _run_epoch(module, optimizer, x_train, settings, beta, generator)
+            loss = _run_epoch(
+                module, optimizer, x_train, settings, beta, generator, history.learning_rate, epoch
+            )
             if not math.isfinite(loss):
                 with held:
                     retries += 1

@@ -206,7 +206,11 @@ def _parser():
         "gives the same scores (default 0)",
     )
     detect.add_argument(
-        "--max-iter", type=_positive_int, default=200, help="epochs at most (default 200)"
+        "--max-iter",
+        type=_positive_int,
+        default=None,
+        help="epochs at most (default: an automatic budget of about 1000 gradient steps "
+        "that ends by itself)",
     )
     _add_output_options(detect, flagging)
 
@@ -454,7 +458,7 @@ def detect(args):
     detector = VAEAnomalyDetector(
         contamination=args.contamination,
         scoring=args.scoring,
-        max_iter=args.max_iter,
+        max_iter="auto" if args.max_iter is None else args.max_iter,
         random_state=args.random_state,
         verbose=not args.quiet,
     )

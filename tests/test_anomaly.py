@@ -105,7 +105,9 @@ def test_trimming_keeps_training_outliers_anomalous():
     rng = np.random.RandomState(0)
     X = np.vstack([rng.normal(size=(450, 3)), rng.normal(2.5, 0.2, size=(50, 3))])
     y = np.r_[np.zeros(450), np.ones(50)]
-    params = {**FAST, "max_iter": 60}
+    # A constant step: under the cosine schedule's smaller late steps the
+    # untrimmed model learns the far cluster less, and the contrast shrinks.
+    params = {**FAST, "max_iter": 60, "learning_rate": "constant"}
     plain = VAEAnomalyDetector(**params, trim_fraction=0.0).fit(X)
     trimmed = VAEAnomalyDetector(**params, trim_fraction=0.2).fit(X)
     auc_plain = roc_auc_score(y, -plain.score_samples(X))

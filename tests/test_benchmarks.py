@@ -146,12 +146,14 @@ def test_ablation_adds_its_section_beside_the_quality_one(tmp_path, benchmarks):
 
     with open(out / "results" / "ablation.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["detector"], r["seed"]) for r in rows] == [
-        ("default", "0"),
-        ("default", "1"),
-        ("trim 0", "0"),
-        ("trim 0", "1"),
+    assert [(r["setting"], r["detector"], r["seed"]) for r in rows] == [
+        (setting, label, seed)
+        for setting in ("contaminated", "novelty")
+        for label in ("default", "trim 0")
+        for seed in ("0", "1")
     ]
+    # Novelty: half of the 150 normal rows fit the model.
+    assert {r["n_fit"] for r in rows if r["setting"] == "novelty"} == {"75"}
     results = (out / "RESULTS.md").read_text()
     # Both sections, quality first, whichever script ran last.
     assert results.index("## Detection quality") < results.index("## Ablation")
