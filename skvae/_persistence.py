@@ -285,6 +285,8 @@ def _plain(value):
 _SHARED_ATTRIBUTES = {
     "n_features_in_": Int(1, 2**31 - 1),
     "feature_names_in_": Strings(optional=True),
+    # Before mean_ and scale_: their shapes follow from it.
+    "column_schema_": ToDict(ColumnSchema),
     "mean_": Array(per_feature=True),
     "scale_": Array(per_feature=True),
     "module_": Module(),
@@ -297,7 +299,6 @@ _SHARED_ATTRIBUTES = {
     "best_validation_score_": Float(infinite=-math.inf, nullable=True),
     "n_iter_": Int(0, 2**53),
     "_moments": ToDict(ColumnMoments),
-    "column_schema_": ToDict(ColumnSchema),
     "_optimizer_state": AdamMoments(),
 }
 FITTED_ATTRIBUTES = {
@@ -585,8 +586,7 @@ def _build(header, arrays, classes, device):
     if unknown:
         raise ModelFileError(f"unknown fitted attributes {unknown}")
     loaded = {"device_": device}
-    # The schema first: the shapes of the per-column arrays follow from it.
-    for attribute, codec in sorted(spec.items(), key=lambda item: item[0] != "column_schema_"):
+    for attribute, codec in spec.items():
         if attribute not in fitted:
             if codec.optional:
                 continue

@@ -265,7 +265,10 @@ def test_stored_values_out_of_range_are_refused(model, path, value, message):
     "change, message",
     [
         # n_features_in_ against the weights and the column schema.
-        (set_in(["fitted", "n_features_in_"], 3), r"mean_.*shape \(3,\)"),
+        (
+            set_in(["fitted", "n_features_in_"], 3),
+            r"column schema must describe the 3 feature columns",
+        ),
         (set_in(["fitted", "column_schema_", "kinds", 0], "bernoulli"), "network"),
         (set_in(["fitted", "column_schema_", "categories", 1], ["x", "x"]), "distinct"),
         (set_in(["fitted", "_moments", "mean", 0], 5.0), "column moments"),

@@ -70,7 +70,9 @@ def test_score_samples_is_a_log_likelihood_bound_in_original_units():
 def test_constant_column_gives_finite_results():
     rng = np.random.RandomState(0)
     X = np.hstack([rng.normal(size=(100, 2)), np.full((100, 1), 7.0)])
-    vae = VAETransformer(**FAST).fit(X)
+    # 60 epochs: FAST's 20, annealed to a zero step by the default cosine
+    # schedule, leave the decoder's constant output about 0.1 short.
+    vae = VAETransformer(**{**FAST, "max_iter": 60}).fit(X)
     assert np.all(np.isfinite(vae.transform(X)))
     assert np.all(np.isfinite(vae.score_samples(X)))
     np.testing.assert_allclose(vae.inverse_transform(vae.transform(X))[:, 2], 7.0, atol=0.1)
