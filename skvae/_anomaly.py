@@ -302,9 +302,11 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
     def _score_samples(self, X):
         """``score_samples`` of validated X, without checks (used by fit)."""
         if self.scoring == "elbo":
-            return self._evaluate_scores(X, _likelihoods.elbo) + self._log_jacobian()
+            return self._evaluate_scores(X, _likelihoods.elbo, "log_prob") + self._log_jacobian()
         if self.scoring == "reconstruction":
-            return -self._evaluate_scores(X, _likelihoods.squared_reconstruction_error)
+            return -self._evaluate_scores(
+                X, _likelihoods.squared_reconstruction_error, "squared_error"
+            )
         return self._evaluate_bound(X, _likelihoods.iwae_bound)
 
     def pvalues(self, X):
@@ -339,8 +341,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         score). One value per modelled column, categorical ones included
         (a date's parts add up into their column; a column left out by the
         typing rules has none). A missing feature gets the contribution of
-        the value the model predicts for it, and a row with missing values
-        the mean over the completions its score is the mean over (see
+        the value the model predicts for it plus, for a numeric feature, the
+        noise gap its score adds, and a row with missing values the mean
+        over the completions its score is the mean over (see
         ``column_types``), so a missing feature shows a typical, never a
         zero, contribution. Higher is more anomalous; a row's largest terms
         are the features the model could not explain. They add up to the
@@ -374,10 +377,12 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         check_is_fitted(self)
         X_checked = self._validate_input(X, reset=False)
         if self.scoring == "reconstruction":
-            contributions = self._evaluate_scores(X_checked, _likelihoods.feature_squared_error)
+            contributions = self._evaluate_scores(
+                X_checked, _likelihoods.feature_squared_error, "squared_error"
+            )
         else:
             contributions = -self._evaluate_scores(
-                X_checked, _likelihoods.reconstruction_feature_log_likelihood
+                X_checked, _likelihoods.reconstruction_feature_log_likelihood, "log_prob"
             )
         # A date's parts count towards their column; columns left out have none.
         schema = self.column_schema_

@@ -93,9 +93,14 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
         as the mean, over ``n_importance_samples`` latent draws from the
         encoder's posterior given its observed entries, of the score of the
         row completed with the decoder's prediction at that draw (mean,
-        probability or most likely category): a missing value neither lowers
-        a row's score nor, as a sum over observed entries would, raises it
-        above that of a complete row with typical values. A category not
+        probability or most likely category), each completed numeric entry
+        then given the noise a real value would show: ``(d - k) / d`` (the
+        share of it ``k = n_components`` latent dimensions leave in ``d``
+        model columns) of -1/2 nat, the gap between a Gaussian draw's
+        expected log-density and the peak, or of the decoder variance for
+        squared errors. A missing value neither lowers a row's score nor,
+        as a sum over observed entries would, raises it above that of a
+        complete row with typical values. A category not
         seen in ``fit`` is scored as the least likely category of its
         column.
 
@@ -695,17 +700,19 @@ class _BaseVAE(BaseEstimator):
             noise = torch.randn(shape, generator=generator)
         return noise.to(self.device_)
 
-    def _evaluate_scores(self, X, function, chunk_rows=EVAL_CHUNK_ROWS):
+    def _evaluate_scores(self, X, function, gap, chunk_rows=EVAL_CHUNK_ROWS):
         """``_evaluate`` for a per-row score or its per-feature terms: a row
         with missing entries gets the expected value of ``function`` over
         ``n_importance_samples`` completions by the model's prediction of
-        them (_likelihoods.mean_over_completions)."""
+        them, plus what typical values would add to the ``gap``
+        (``"log_prob"`` or ``"squared_error"``) of the completed entries
+        (_likelihoods.mean_over_completions)."""
         if not np.isnan(np.sum(X)):
             return self._evaluate(X, function, chunk_rows)
         noise = self._importance_noise(completions=True)
 
         def completed(module, x):
-            return _likelihoods.mean_over_completions(function, module, x, noise)
+            return _likelihoods.mean_over_completions(function, module, x, noise, gap)
 
         return self._evaluate(X, completed, max(1, chunk_rows // self.n_importance_samples))
 
@@ -718,7 +725,7 @@ class _BaseVAE(BaseEstimator):
             return bound(module, x, noise)
 
         chunk = EVAL_CHUNK_ROWS // self.n_importance_samples
-        return self._evaluate_scores(X, function, chunk) + self._log_jacobian()
+        return self._evaluate_scores(X, function, "log_prob", chunk) + self._log_jacobian()
 
     def _elbo(self, X):
         """Per-row ELBO of validated ``X``, in nats of the original units."""

@@ -114,36 +114,55 @@ def squared_reconstruction_error(module, x):
     return torch.sum(feature_squared_error(module, x), dim=-1)
 
 
-def completed_rows(module, x, noise):
+def completed_rows(module, x, noise, gap):
     """``x`` (n, n_features) with each missing entry predicted by the model,
-    once per latent sample: shape (K, n, n_features).
+    once per latent sample: shape (K, n, n_features), and what a typical
+    value would add to the ``gap`` (``"log_prob"`` or ``"squared_error"``)
+    of each completed entry (0 where observed), same shape.
 
     Completion k takes z = mean + std * ``noise[k]`` from q(z | the observed
     entries) and fills each missing entry with the decoder's prediction at z
     (the mean of a Gaussian column, the probability of a Bernoulli one, the
-    most likely category of a categorical one). ``noise`` (K, n_components)
-    is shared by every row, so a row's completions do not depend on the
-    rows scored with it.
+    most likely category of a categorical one). A prediction has none of
+    the noise of a real value: a Gaussian entry at its mean gets the peak
+    density, 1/2 nat above a typical value's expected log-likelihood, and
+    no error instead of its variance. The gap (the observation models'
+    ``log_prob_gap`` and ``squared_error_gap``; 0 for categorical and
+    Bernoulli columns) puts that back, times (d - k) / d: the share of a
+    real value's noise that k latent dimensions fitted to its d values
+    leave in it, as in a linear model. ``noise``
+    (K, n_components) is shared by every row, so a row's completions do not
+    depend on the rows scored with it.
     """
     mean, log_var = module.encode(x)
     z = reparameterise(mean.unsqueeze(0), log_var.unsqueeze(0), noise.unsqueeze(1))
-    return torch.where(torch.isnan(x), module.decoder_mean(z), x)
+    params = module.split_output(*module.decode(z))
+    missing = torch.isnan(x)
+    completions = torch.where(missing, module.per_column("mean", params), x)
+    d, k = x.shape[1], noise.shape[1]
+    unabsorbed = max(d - k, 0) / d
+    gaps = module.per_column(f"{gap}_gap", params)
+    return completions, torch.where(missing, unabsorbed * gaps, 0.0)
 
 
-def mean_over_completions(function, module, x, noise):
-    """``function(module, x)`` per row, where a row with missing entries gets
-    instead the mean of ``function`` over its completions (completed_rows):
-    it is scored as the complete row the model predicts from its observed
-    entries. Rows without missing entries are computed as they are, so
-    their results are unchanged."""
+def mean_over_completions(function, module, x, noise, gap):
+    """``function(module, x)`` per row (or per row and feature), where a row
+    with missing entries gets instead the mean over its completions
+    (completed_rows) of ``function`` plus the gap of its completed entries:
+    it is scored as a complete row the model predicts from its observed
+    entries, with values as noisy as real ones. ``gap`` is ``"log_prob"``
+    for log-likelihoods and bounds, ``"squared_error"`` for squared errors.
+    Rows without missing entries are computed as they are, so their results
+    are unchanged."""
     plain = function(module, x)
     missing = torch.isnan(x)
     if not missing.any():
         return plain
-    completions = completed_rows(module, x, noise)
+    completions, gaps = completed_rows(module, x, noise, gap)
     k, n, width = completions.shape
     values = function(module, completions.reshape(k * n, width))
-    values = values.reshape(k, n, *values.shape[1:]).mean(dim=0)
+    values = values.reshape(k, n, *values.shape[1:])
+    values = (values + (gaps if values.dim() == 3 else gaps.sum(dim=-1))).mean(dim=0)
     holey = missing.any(dim=1).reshape(n, *(1,) * (values.dim() - 1))
     return torch.where(holey, values, plain)
 

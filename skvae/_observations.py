@@ -4,9 +4,10 @@
 it, as scikit-learn's ``ACTIVATIONS`` and ``LOSS_FUNCTIONS`` do: how its
 columns enter the encoder, how many decoder outputs they take, and, from
 those outputs, the log-probability of a value, the mean (the value a
-missing entry is completed with when scoring), the squared error and a
-sample. The network and the likelihoods loop over this table; adding a kind
-is one class and one entry.
+missing entry is completed with when scoring), the squared error, the gaps
+a real value would add to the last two when the mean stands in for it
+(``log_prob_gap``, ``squared_error_gap``) and a sample. The network and the
+likelihoods loop over this table; adding a kind is one class and one entry.
 
 Each method works on a block: every column of its kind, in column order.
 ``x`` is the block of the model's input with missing entries set to 0
@@ -69,6 +70,18 @@ class Gaussian:
         return (x - params[0]) ** 2
 
     @staticmethod
+    def log_prob_gap(params):
+        """What a value drawn from the column's prediction scores below the
+        prediction itself, on average: ``E[log p(x)] - log p(mean)`` = -1/2."""
+        return torch.full_like(params[0], -0.5)
+
+    @staticmethod
+    def squared_error_gap(params):
+        """The expected squared error of a value drawn from the prediction:
+        its variance (the prediction itself has none)."""
+        return torch.exp(params[1])
+
+    @staticmethod
     def sample(params, generator):
         location, log_var = params
         noise = torch.randn(location.shape, generator=generator)
@@ -105,6 +118,14 @@ class Bernoulli:
     @staticmethod
     def squared_error(x, logits):
         return (x - torch.sigmoid(logits)) ** 2
+
+    @staticmethod
+    def log_prob_gap(logits):
+        """0: a missing entry is scored at its predicted value (a
+        probability, whose log-likelihood is already minus the entropy)."""
+        return torch.zeros_like(logits)
+
+    squared_error_gap = log_prob_gap
 
     @staticmethod
     def sample(logits, generator):
@@ -190,6 +211,13 @@ class Categorical:
             one_hot = F.one_hot(target, p.shape[-1]).to(p.dtype)
             brier.append(torch.sum((one_hot - p) ** 2, dim=-1))
         return torch.stack(brier, dim=-1)
+
+    @staticmethod
+    def log_prob_gap(logits):
+        """0: a missing entry is scored as its most likely category."""
+        return logits[0].new_zeros((*logits[0].shape[:-1], len(logits)))
+
+    squared_error_gap = log_prob_gap
 
     @staticmethod
     def sample(logits, generator):

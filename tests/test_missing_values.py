@@ -106,11 +106,11 @@ def test_a_rows_score_does_not_depend_on_the_rows_scored_with_it(fitted, scoring
     np.testing.assert_array_equal(together[30:31], detector.score_samples(holey.iloc[:1]))
 
 
-def test_the_transformers_elbo_no_longer_ranks_holey_rows_above_every_complete_row():
-    """Numeric columns only, 6 of 8 values missing: the completed entries
-    carry none of the noise real values have, so such rows still rank high
-    (measured: median at the 93rd percentile), but no longer all at the top
-    as the sum over observed entries put them."""
+def test_the_transformers_elbo_puts_numeric_rows_missing_most_values_near_the_middle():
+    """Numeric columns only, 6 of 8 values missing: completed entries at
+    their predicted mean ranked such rows at the 93rd percentile; with the
+    noise gap of real values put back they land near the middle (measured:
+    56th)."""
     rng = np.random.RandomState(3)
     X = _table(rng, 600).drop(columns=["kind", "flag"]).to_numpy().copy()
     X[:500][rng.rand(500, 8) < 0.1] = np.nan
@@ -121,6 +121,9 @@ def test_the_transformers_elbo_no_longer_ranks_holey_rows_above_every_complete_r
     holey = X[500:560].copy()
     for row in holey:
         row[rng.choice(8, 6, replace=False)] = np.nan
-    percentile = [100.0 * np.mean(reference < s) for s in transformer.score_samples(holey)]
-    assert np.median(percentile) < 97
-    assert np.mean(np.array(percentile) == 100) < 0.25
+    percentile = np.array(
+        [100.0 * np.mean(reference < s) for s in transformer.score_samples(holey)]
+    )
+    assert 20 <= np.median(percentile) <= 80
+    assert np.mean(percentile > 80) < 0.4
+    assert np.mean(percentile >= 99) < 0.1
