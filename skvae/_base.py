@@ -523,7 +523,7 @@ class _BaseVAE(BaseEstimator):
         the batch merged into the column statistics and the network
         re-expressed in the refined units)."""
         module = copy.deepcopy(self.module_).to(device)
-        history = copy.deepcopy(self._history)
+        history = self._resumed_history()
         moments, mean, scale = self._moments, self.mean_, self.scale_
         optimizer = _adam(module.parameters(), self.learning_rate_init, self.alpha)
         if not incremental:
@@ -537,6 +537,21 @@ class _BaseVAE(BaseEstimator):
         state = moments_to_torch(self._optimizer_state, device)
         optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
         return _Start(module, optimizer, history, moments, mean, scale, self._seed, generator)
+
+    def _resumed_history(self):
+        """The training record a warm run extends, rebuilt from the fitted
+        attributes. The flags of how the last run ended are not carried:
+        ``train`` never reads them."""
+        return TrainingHistory(
+            loss_curve=list(self.loss_curve_),
+            validation_scores=list(self.validation_scores_ or []),
+            best_loss=self.best_loss_,
+            best_validation_score=(
+                -math.inf if self.best_validation_score_ is None else self.best_validation_score_
+            ),
+            n_iter=self.n_iter_,
+            learning_rate=self._learning_rate,
+        )
 
     def _draw_seed(self):
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -582,10 +597,13 @@ class _BaseVAE(BaseEstimator):
         self.device_ = device
         self._optimizer_state = moments_to_numpy(optimizer.state_dict()["state"])
         self._seed = start.seed
-        self._history = history
+        # The public attributes are the training record; a warm run rebuilds
+        # its history from them (``_resumed_history``), plus the step size, which
+        # divergence may have lowered below learning_rate_init.
         self.loss_curve_ = list(history.loss_curve)
         self.best_loss_ = history.best_loss
         self.n_iter_ = history.n_iter
+        self._learning_rate = history.learning_rate
         if incremental:
             # partial_fit has no validation set: a first call has no scores,
             # a later one keeps those of the fit it continues.
@@ -821,6 +839,8 @@ class _BaseVAE(BaseEstimator):
             raise ValueError("mean_ and scale_ are not those of the stored column moments")
         if len(self.loss_curve_) != self.n_iter_:
             raise ValueError(f"loss_curve_ must hold n_iter_={self.n_iter_} values")
+        if not self._learning_rate > 0:
+            raise ValueError(f"the step size {self._learning_rate} is not positive")
         if (self.validation_scores_ is None) != (self.best_validation_score_ is None):
             raise ValueError("validation_scores_ and best_validation_score_ go together")
         for categories in schema.categories:

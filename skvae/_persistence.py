@@ -46,7 +46,10 @@ from ._version import __version__
 
 FORMAT = "skvae-model"
 # Bump when a file written by this code could not be read by older code.
-FORMAT_VERSION = 1
+# Version 1 stored the training record twice, in the public attributes and a
+# ``_history`` beside them; version 2 stores it once (``_upgrade_v1``).
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 HEADER_NAME = "skvae.json"
 ARRAY_PREFIX = "arrays/"
 # Limits on what load reads, so that a file from a stranger cannot exhaust
@@ -292,12 +295,13 @@ _SHARED_ATTRIBUTES = {
     "module_": Module(),
     # fit draws it with randint(2**31 - 1).
     "_seed": Int(0, 2**31 - 2),
-    "_history": ToDict(TrainingHistory),
     "loss_curve_": Floats(),
     "validation_scores_": Floats(nullable=True),
     "best_loss_": Float(infinite=math.inf),
     "best_validation_score_": Float(infinite=-math.inf, nullable=True),
     "n_iter_": Int(0, 2**53),
+    # The step size a warm run goes on with (divergence may have lowered it).
+    "_learning_rate": Float(),
     "_moments": ToDict(ColumnMoments),
     "_optimizer_state": AdamMoments(),
 }
@@ -450,12 +454,29 @@ def _check_version(header):
     version = header.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise ModelFileError(f"its format version {version!r} is not an integer")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ModelFileError(
             f"it has format version {version}, written by skvae "
-            f"{header.get('skvae_version', '?')}; this skvae reads version {FORMAT_VERSION}. "
+            f"{header.get('skvae_version', '?')}; this skvae reads versions "
+            f"{' and '.join(map(str, READABLE_VERSIONS))}. "
             "Load it with the skvae version that wrote it, or refit the model."
         )
+    return version
+
+
+def _upgrade_v1(fitted):
+    """The fitted attributes of a version 1 file in the layout of version 2:
+    its ``_history`` (checked as before) gives the step size; the rest of it
+    repeats the public attributes, which stay the record."""
+    if not isinstance(fitted, dict) or "_history" not in fitted:
+        return fitted
+    try:
+        history = TrainingHistory.from_dict(fitted["_history"])
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(f"the fitted attribute _history {error}") from error
+    upgraded = {name: value for name, value in fitted.items() if name != "_history"}
+    upgraded["_learning_rate"] = history.learning_rate
+    return upgraded
 
 
 # ------------------------------------------------------------ public API
@@ -565,7 +586,7 @@ def load(file, classes, *, device="cpu"):
 
 def _build(header, arrays, classes, device):
     """The estimator a model file's header and arrays describe."""
-    _check_version(header)
+    version = _check_version(header)
     name = header.get("estimator")
     if not isinstance(name, str) or name not in FITTED_ATTRIBUTES:
         raise ModelFileError(f"unknown estimator {name!r:.100}")
@@ -579,6 +600,8 @@ def _build(header, arrays, classes, device):
     except ValueError as error:
         raise ModelFileError(f"invalid parameters: {error}") from error
     fitted = header.get("fitted")
+    if version == 1:
+        fitted = _upgrade_v1(fitted)
     if not isinstance(fitted, dict):
         raise ModelFileError("it has no fitted attributes")
     spec = FITTED_ATTRIBUTES[name]

@@ -7,7 +7,7 @@ import math
 import signal
 import sys
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -60,8 +60,9 @@ class TrainingSettings:
 
 @dataclass
 class TrainingHistory:
-    """The cumulative record of every run on one model; the estimator copies
-    it into fitted attributes and model files store it so warm starts can go on.
+    """The cumulative record of every run on one model. The estimator keeps
+    it as its public fitted attributes (``loss_curve_``, ``n_iter_``, ...)
+    and ``_learning_rate``, and rebuilds it from them for a warm run.
 
     ``epochs_without_improvement``, ``stopped_early`` and ``interrupted`` say
     how the latest run ended: ``train`` writes them when it returns and never
@@ -78,14 +79,11 @@ class TrainingHistory:
     stopped_early: bool = False
     interrupted: bool = False
 
-    def to_dict(self) -> dict:
-        """JSON-able copy (model files store it so warm starts can go on)."""
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, state: dict) -> TrainingHistory:
-        """The history ``to_dict`` wrote; ValueError for anything it would
-        not write (a model file may have been altered)."""
+        """The history a version 1 model file stored (``asdict`` of one);
+        ValueError for anything training would not record (a model file may
+        have been altered)."""
         names = {f.name for f in fields(cls)}
         if not isinstance(state, dict) or set(state) != names:
             raise ValueError(f"expected a dict with the keys {sorted(names)}, got {state!r:.200}")

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 import zipfile
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -221,23 +222,32 @@ def test_more_layers_than_arrays_is_refused_before_building_them(model):
     ],
 )
 def test_training_history_refuses_what_training_never_records(field, value):
-    state = TrainingHistory(loss_curve=[4.0, 3.0, 2.0, 1.0], n_iter=4, best_loss=1.0).to_dict()
+    state = asdict(TrainingHistory(loss_curve=[4.0, 3.0, 2.0, 1.0], n_iter=4, best_loss=1.0))
     TrainingHistory.from_dict(state)  # the unchanged state loads
     with pytest.raises(ValueError, match=field):
         TrainingHistory.from_dict({**state, field: value})
 
 
 def test_training_history_refuses_curves_that_disagree_with_n_iter():
-    state = TrainingHistory(loss_curve=[4.0, 3.0], n_iter=3, best_loss=3.0).to_dict()
+    state = asdict(TrainingHistory(loss_curve=[4.0, 3.0], n_iter=3, best_loss=3.0))
     with pytest.raises(ValueError, match="n_iter=3"):
         TrainingHistory.from_dict(state)
 
 
-def test_learning_rate_fast_is_refused_by_load(model):
-    """It used to load, and partial_fit then failed inside torch."""
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("fast", "_learning_rate expected a number, got 'fast'"),
+        (math.nan, "_learning_rate is nan"),
+        (-0.001, "step size -0.001 is not positive"),
+        (0.0, "step size 0.0 is not positive"),
+    ],
+)
+def test_bad_learning_rate_is_refused_by_load(model, value, message):
+    """The string 'fast' used to load, and partial_fit then failed in torch."""
     data, _ = model
-    change = set_in(["fitted", "_history", "learning_rate"], "fast")
-    with pytest.raises(ModelFileError, match="_history learning_rate holds 'fast'"):
+    change = set_in(["fitted", "_learning_rate"], value)
+    with pytest.raises(ModelFileError, match=message):
         load_quickly(rewritten(data, header=change))
 
 

@@ -191,7 +191,7 @@ def set_in(path, value):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(header=set_in(["format_version"], 2)), "format version 2.*reads version 1"),
+        (dict(header=set_in(["format_version"], 3)), "format version 3.*reads versions 1 and 2"),
         (dict(header=set_in(["format_version"], "1")), "format version '1'"),
         (dict(header=set_in(["format"], "other")), "not an skvae model file"),
         (dict(header=set_in(["estimator"], "os.system")), "unknown estimator"),
