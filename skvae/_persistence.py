@@ -212,6 +212,31 @@ class AdamMoments(_Codec):
         return state
 
 
+class Estimators(_Codec):
+    """A list of fitted skvae estimators (the detector's cross-conformal fold
+    models), each stored as a whole model file in a byte array."""
+
+    def _encode(self, name, value, arrays):
+        keys = []
+        for index, estimator in enumerate(value):
+            buffer = io.BytesIO()
+            save(estimator, buffer)
+            arrays[f"{name}.{index}"] = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+            keys.append(f"{name}.{index}")
+        return keys
+
+    def _decode(self, name, stored, arrays, device):
+        if not isinstance(stored, list) or stored != [f"{name}.{i}" for i in range(len(stored))]:
+            raise ValueError("expected a list of stored model files")
+        estimators = []
+        for key in stored:
+            array = _stored_array(key, key, arrays)
+            if array.dtype != np.uint8 or array.ndim != 1:
+                raise ValueError(f"{key} is not a byte array")
+            estimators.append(load(io.BytesIO(array.tobytes()), device=device))
+        return estimators
+
+
 def _stored_array(stored, name, arrays):
     if stored != name or name not in arrays:
         raise ValueError(f"the array {name!r} is missing")
