@@ -1,11 +1,11 @@
 """skvae: variational autoencoders as scikit-learn estimators, for outlier scoring."""
 
 from ._anomaly import VAEAnomalyDetector
-from ._persistence import ModelFileError, load
+from ._load import load
+from ._persistence import ModelFileError
 from ._training import TrainingDivergedError
 from ._transformer import VAETransformer
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "VAEAnomalyDetector",

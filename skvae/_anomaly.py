@@ -12,7 +12,7 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
-from . import _likelihoods, _persistence
+from . import _likelihoods
 from ._base import SHARED_PARAMETERS_DOC, _BaseVAE, restore_state_on_failure
 from ._training import TrainingDivergedError
 from .conformal import conformal_pvalues, cross_conformal_pvalues
@@ -356,15 +356,6 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         scores = self.score_samples(X)
         self._set_threshold(scores, scores)
         return self
-
-    def _fitted_attributes(self):
-        return {
-            **super()._fitted_attributes(),
-            "offset_": _persistence.Float(),
-            "calibration_scores_": _persistence.Array(),
-            # Optional: files written before cross-conformal calibration lack it.
-            "calibration_models_": _persistence.Estimators(nullable=True, optional=True),
-        }
 
     def _trim_fraction(self):
         if self.trim_fraction == "auto":

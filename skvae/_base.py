@@ -21,9 +21,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _likelihoods, _persistence
-from ._columns import ColumnSchema, infer_schema, is_frame
+from ._adam_state import moments_to_numpy, moments_to_torch
+from ._columns import infer_schema, is_frame
+from ._device import resolve_device
 from ._network import ACTIVATIONS, ColumnLayout, VAEModule
-from ._preprocessing import ColumnMoments, column_moments, merge_moments, standardiser_from_moments
+from ._preprocessing import column_moments, merge_moments, standardiser_from_moments
 from ._training import EVAL_CHUNK_ROWS, TrainingHistory, TrainingSettings, train
 
 # Scoring pads every chunk to a multiple of this many rows: BLAS picks other
@@ -189,17 +191,6 @@ def _check_hidden_layer_sizes(sizes):
     return tuple(int(s) for s in sizes)
 
 
-def _resolve_device(device):
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            "device='cuda' was requested but CUDA is not available on this "
-            "machine; use device='cpu' or device='auto'."
-        )
-    return device
-
-
 def _one_epoch(module, optimizer, x, settings, generator, history):
     """One pass over ``x`` (a ``partial_fit`` call), recorded in ``history``.
 
@@ -215,33 +206,6 @@ def _one_epoch(module, optimizer, x, settings, generator, history):
     history.learning_rate = step.learning_rate
     history.interrupted = step.interrupted
     return history
-
-
-# The Adam state kept between partial_fit calls is its moments only (step size
-# and weight decay come from the parameters and the history), held in numpy:
-# device-free for pickling and model files, and copied in and out so that a
-# failed call cannot modify it.
-ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
-
-
-def _adam_moments_to_numpy(state):
-    return {
-        index: {
-            "step": float(entry["step"]),
-            **{key: entry[key].detach().cpu().numpy().copy() for key in ADAM_MOMENTS},
-        }
-        for index, entry in state.items()
-    }
-
-
-def _adam_moments_to_torch(state, device):
-    return {
-        index: {
-            "step": torch.tensor(entry["step"], dtype=torch.float32),
-            **{key: torch.tensor(entry[key], device=device) for key in ADAM_MOMENTS},
-        }
-        for index, entry in state.items()
-    }
 
 
 def _posterior_mean(module, x):
@@ -463,7 +427,7 @@ class _BaseVAE(BaseEstimator):
         on, which the detector calibrates its p-values on.
         """
         hidden = _check_hidden_layer_sizes(self.hidden_layer_sizes)
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
         X = self._validate_input(X, reset=first_pass, for_fit=not incremental)
         if first_pass or not incremental:
@@ -507,7 +471,7 @@ class _BaseVAE(BaseEstimator):
             x_train, x_val, held_out = self._split(x_all, generator)
         optimizer = _adam(module.parameters(), self.learning_rate_init, self.alpha)
         if incremental and not first_pass:
-            state = _adam_moments_to_torch(self._optimizer_state, device)
+            state = moments_to_torch(self._optimizer_state, device)
             optimizer.load_state_dict({**optimizer.state_dict(), "state": state})
         settings = TrainingSettings(
             batch_size=self.batch_size,
@@ -528,7 +492,7 @@ class _BaseVAE(BaseEstimator):
         self.mean_, self.scale_ = mean, scale
         self.module_ = module
         self.device_ = device
-        self._optimizer_state = _adam_moments_to_numpy(optimizer.state_dict()["state"])
+        self._optimizer_state = moments_to_numpy(optimizer.state_dict()["state"])
         self._seed = seed
         self._history = history
         self.loss_curve_ = list(history.loss_curve)
@@ -673,32 +637,6 @@ class _BaseVAE(BaseEstimator):
         return float(np.mean(self._elbo(self._validate_input(X, reset=False))))
 
     # ------------------------------------------------------------ model files
-    def _fitted_attributes(self):
-        """Every fitted attribute and the codec a model file stores it with.
-
-        ``save`` and ``load`` work from this one table: an attribute that
-        ``fit`` sets must be listed here, or saved models lose it (a test
-        checks the two agree). ``device_`` is not stored: ``load`` chooses it.
-        """
-        p = _persistence
-        return {
-            "n_features_in_": p.Int(),
-            "feature_names_in_": p.Strings(optional=True),
-            "mean_": p.Array(),
-            "scale_": p.Array(),
-            "module_": p.Module(),
-            "_seed": p.Int(),
-            "_history": p.ToDict(TrainingHistory),
-            "loss_curve_": p.Floats(),
-            "validation_scores_": p.Floats(nullable=True),
-            "best_loss_": p.Float(),
-            "best_validation_score_": p.Float(nullable=True),
-            "n_iter_": p.Int(),
-            "_moments": p.ToDict(ColumnMoments),
-            "column_schema_": p.ToDict(ColumnSchema),
-            "_optimizer_state": p.AdamMoments(),
-        }
-
     def _check_loaded_state(self):
         """Raise ValueError when loaded attributes could not come from one fit."""
         n = self.n_features_in_
@@ -727,12 +665,19 @@ class _BaseVAE(BaseEstimator):
             raise ValueError(f"feature_names_in_ must hold {n} names")
         if self._moments.mean.shape != (n,):
             raise ValueError(f"the column moments must hold {n} values")
-        parameters = list(self.module_.parameters())
-        for index, entry in self._optimizer_state.items():
-            if index >= len(parameters) or any(
-                entry[key].shape != tuple(parameters[index].shape) for key in ADAM_MOMENTS
+        mean, scale = self._scaling(self._moments)
+        if not (np.array_equal(mean, self.mean_) and np.array_equal(scale, self.scale_)):
+            raise ValueError("mean_ and scale_ are not those of the stored column moments")
+        if len(self.loss_curve_) != self.n_iter_:
+            raise ValueError(f"loss_curve_ must hold n_iter_={self.n_iter_} values")
+        if (self.validation_scores_ is None) != (self.best_validation_score_ is None):
+            raise ValueError("validation_scores_ and best_validation_score_ go together")
+        for categories in schema.categories:
+            if categories is not None and (
+                not all(isinstance(c, (str, int, float)) for c in categories)
+                or len(set(categories)) != len(categories)
             ):
-                raise ValueError(f"the optimizer state of parameter {index} does not fit")
+                raise ValueError("the categories of a column must be distinct plain values")
 
     def save(self, path):
         """Write the fitted estimator to a model file that ``skvae.load`` reads.
@@ -752,15 +697,10 @@ class _BaseVAE(BaseEstimator):
     def load(cls, path, *, device="cpu"):
         """Read an estimator of this class written by ``save``.
 
-        See :func:`skvae.load`, which this calls; raises ``ModelFileError``
-        also when the file holds another estimator class.
+        See :func:`skvae.load`; raises ``ModelFileError`` also when the file
+        holds another estimator class.
         """
-        estimator = _persistence.load(path, device=device)
-        if not isinstance(estimator, cls):
-            raise _persistence.ModelFileError(
-                f"the file holds a {type(estimator).__name__}, not a {cls.__name__}"
-            )
-        return estimator
+        return _persistence.load(path, {cls.__name__: cls}, device=device)
 
     # --------------------------------------------------------------- pickling
     def __getstate__(self):

@@ -16,14 +16,18 @@ Why this format rather than the alternatives:
   (a JSON-like header and raw bytes) already does without one.
 
 Which attributes are stored, and how, is declared in one place:
-``_BaseVAE._fitted_attributes`` maps each fitted attribute to one of the
-codecs below.
+``FITTED_ATTRIBUTES`` maps each fitted attribute of each estimator to one of
+the codecs below. This module depends on the model it stores (the network,
+the column schema, the training history), never on the estimators: they
+call it, handing ``load`` the classes it may build.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -32,13 +36,27 @@ import zlib
 import numpy as np
 import torch
 
+from ._adam_state import ADAM_MOMENTS
+from ._columns import ColumnSchema
+from ._device import resolve_device
 from ._network import VAEModule
+from ._preprocessing import ColumnMoments
+from ._training import TrainingHistory
+from ._version import __version__
 
 FORMAT = "skvae-model"
 # Bump when a file written by this code could not be read by older code.
 FORMAT_VERSION = 1
 HEADER_NAME = "skvae.json"
 ARRAY_PREFIX = "arrays/"
+# Limits on what load reads, so that a file from a stranger cannot exhaust
+# memory or time (README, "Saving models"). save writes a few members per
+# layer; 2 GiB of float32 weights and Adam moments is a network of some 170
+# million parameters, far beyond a tabular VAE. The header is parsed into
+# Python objects several times its size, so it has a smaller limit.
+MAX_MEMBERS = 10_000
+MAX_UNCOMPRESSED_BYTES = 2**31
+MAX_HEADER_BYTES = 2**25
 
 
 class ModelFileError(ValueError):
@@ -52,6 +70,8 @@ class _Codec:
     ``encode`` returns a JSON-able value and may put numpy arrays into
     ``arrays`` under keys starting with ``name``; ``decode`` reverses it and
     raises ValueError or TypeError on anything it would not have written.
+    ``loaded`` holds the attributes decoded before this one (the table's
+    order) and ``device_``: the shapes an array may have come from them.
     """
 
     def __init__(self, *, nullable=False, optional=False):
@@ -62,17 +82,17 @@ class _Codec:
     def encode(self, name, value, arrays):
         return None if value is None else self._encode(name, value, arrays)
 
-    def decode(self, name, stored, arrays, device):
+    def decode(self, name, stored, arrays, loaded):
         if stored is None:
             if not self.nullable:
                 raise ValueError("is null")
             return None
-        return self._decode(name, stored, arrays, device)
+        return self._decode(name, stored, arrays, loaded)
 
     def _encode(self, name, value, arrays):
         return _plain(value)
 
-    def _decode(self, name, stored, arrays, device):
+    def _decode(self, name, stored, arrays, loaded):
         raise NotImplementedError
 
 
@@ -81,25 +101,44 @@ def _is_number(value):
 
 
 class Int(_Codec):
-    def _decode(self, name, stored, arrays, device):
+    """An integer in [low, high]."""
+
+    def __init__(self, low, high, **kwargs):
+        super().__init__(**kwargs)
+        self.low, self.high = low, high
+
+    def _decode(self, name, stored, arrays, loaded):
         if not isinstance(stored, int) or isinstance(stored, bool):
             raise TypeError(f"expected an integer, got {stored!r:.100}")
+        if not self.low <= stored <= self.high:
+            raise ValueError(f"is {stored}, outside [{self.low}, {self.high}]")
         return stored
 
 
 class Float(_Codec):
-    def _decode(self, name, stored, arrays, device):
+    """A number; finite unless ``infinite`` allows that infinity (a best
+    value before the first epoch), never NaN."""
+
+    def __init__(self, *, infinite=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.infinite = infinite
+
+    def _decode(self, name, stored, arrays, loaded):
         if not _is_number(stored):
             raise TypeError(f"expected a number, got {stored!r:.100}")
+        if not (math.isfinite(stored) or stored == self.infinite):
+            raise ValueError(f"is {stored}, not a finite number")
         return float(stored)
 
 
 class Floats(_Codec):
-    """A list of floats (loss curves)."""
+    """A list of finite floats (loss curves)."""
 
-    def _decode(self, name, stored, arrays, device):
+    def _decode(self, name, stored, arrays, loaded):
         if not isinstance(stored, list) or not all(_is_number(v) for v in stored):
             raise TypeError(f"expected a list of numbers, got {stored!r:.100}")
+        if not all(math.isfinite(v) for v in stored):
+            raise ValueError("holds NaN or infinite values")
         return [float(v) for v in stored]
 
 
@@ -109,23 +148,35 @@ class Strings(_Codec):
     def _encode(self, name, value, arrays):
         return [str(v) for v in value]
 
-    def _decode(self, name, stored, arrays, device):
+    def _decode(self, name, stored, arrays, loaded):
         if not isinstance(stored, list) or not all(isinstance(v, str) for v in stored):
             raise TypeError(f"expected a list of strings, got {stored!r:.100}")
         return np.asarray(stored, dtype=object)
 
 
 class Array(_Codec):
-    """A finite float64 numpy array, stored as ``.npy``."""
+    """A finite float64 vector, stored as ``.npy``: one value per feature
+    when ``per_feature``, else of any non-zero length and ascending when
+    ``ascending`` (sorted calibration scores)."""
+
+    def __init__(self, *, per_feature=False, ascending=False, **kwargs):
+        super().__init__(**kwargs)
+        self.per_feature = per_feature
+        self.ascending = ascending
 
     def _encode(self, name, value, arrays):
         arrays[name] = np.asarray(value, dtype=np.float64)
         return name
 
-    def _decode(self, name, stored, arrays, device):
-        array = _stored_array(stored, name, arrays)
-        if array.dtype != np.float64 or not np.isfinite(array).all():
-            raise ValueError(f"expected finite float64 values, got dtype {array.dtype}")
+    def _decode(self, name, stored, arrays, loaded):
+        shape = (loaded["n_features_in_"],) if self.per_feature else (None,)
+        if stored != name:
+            raise ValueError(f"names the array {stored!r:.100}, not {name!r}")
+        array = arrays.read(name, shape, np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError("holds NaN or infinite values")
+        if array.size == 0 or (self.ascending and np.any(np.diff(array) < 0)):
+            raise ValueError("is empty or out of order")
         return array
 
 
@@ -139,7 +190,7 @@ class ToDict(_Codec):
     def _encode(self, name, value, arrays):
         return _plain(value.to_dict())
 
-    def _decode(self, name, stored, arrays, device):
+    def _decode(self, name, stored, arrays, loaded):
         return self.cls.from_dict(stored)
 
 
@@ -153,94 +204,67 @@ class Module(_Codec):
             keys.append(key)
         return {"config": value.config(), "state_dict": keys}
 
-    def _decode(self, name, stored, arrays, device):
+    def _decode(self, name, stored, arrays, loaded):
         if not isinstance(stored, dict) or set(stored) != {"config", "state_dict"}:
             raise ValueError("expected keys 'config' and 'state_dict'")
         config = stored["config"]
         if not isinstance(config, dict):
             raise TypeError("the module config is not a mapping")
+        # Every layer has stored weights: more layers than members is a
+        # tampered file, refused before the many modules would be built.
+        if len(config.get("hidden_layer_sizes") or ()) > len(arrays.unread):
+            raise ValueError("the network has more layers than the file has arrays")
         # Built on the meta device first: a tampered config asking for a huge
-        # network must fail the shape check below, not allocate the memory.
+        # network must fail the shape checks below, not allocate the memory.
         with torch.device("meta"):
             expected = VAEModule(**config).state_dict()
         if stored["state_dict"] != list(expected):
             raise ValueError("the stored weights do not match the network's layers")
         state = {}
         for key, reference in expected.items():
-            array = _stored_array(f"{name}.{key}", f"{name}.{key}", arrays)
-            if array.shape != tuple(reference.shape) or array.dtype != np.float32:
-                raise ValueError(
-                    f"weight {key!r} has shape {array.shape} and dtype {array.dtype}; "
-                    f"the network needs {tuple(reference.shape)} float32"
-                )
+            array = arrays.read(f"{name}.{key}", reference.shape, np.float32)
             if not np.isfinite(array).all():
                 raise ValueError(f"weight {key!r} holds NaN or infinite values")
             state[key] = torch.from_numpy(array)
         module = VAEModule(**config)
         module.load_state_dict(state)
-        return module.to(device).eval()
+        return module.to(loaded["device_"]).eval()
 
 
 class AdamMoments(_Codec):
-    """Adam's state per parameter index: a step count and two float32 moment
-    arrays (``partial_fit`` continues from it)."""
-
-    MOMENTS = ("exp_avg", "exp_avg_sq")
+    """Adam's state per parameter index of ``module_``: a step count and two
+    float32 moment arrays of the parameter's shape (``partial_fit``
+    continues from it)."""
 
     def _encode(self, name, value, arrays):
         steps = {}
         for index, entry in value.items():
-            for key in self.MOMENTS:
+            for key in ADAM_MOMENTS:
                 arrays[f"{name}.{index}.{key}"] = entry[key]
             steps[str(index)] = entry["step"]
         return steps
 
-    def _decode(self, name, stored, arrays, device):
+    def _decode(self, name, stored, arrays, loaded):
         if not isinstance(stored, dict):
             raise TypeError("expected a mapping of parameter index to step")
+        parameters = list(loaded["module_"].parameters())
         state = {}
         for index, step in stored.items():
-            if not index.isdigit() or not _is_number(step) or not 0 <= step < 2**53:
-                raise ValueError(f"has a bad entry {index!r:.20}: {step!r:.20}")
+            if not (index.isdigit() and int(index) < len(parameters)):
+                raise ValueError(
+                    f"names parameter {index!r:.20}; the network has {len(parameters)}"
+                )
+            if not _is_number(step) or not 0 <= step < 2**53 or step != int(step):
+                raise ValueError(f"has a bad step count {step!r:.20} for parameter {index}")
             entry = {"step": float(step)}
-            for key in self.MOMENTS:
-                array = _stored_array(f"{name}.{index}.{key}", f"{name}.{index}.{key}", arrays)
-                if array.dtype != np.float32 or not np.isfinite(array).all():
-                    raise ValueError(f"{key} of parameter {index} is not finite float32")
+            shape = parameters[int(index)].shape
+            for key in ADAM_MOMENTS:
+                array = arrays.read(f"{name}.{index}.{key}", shape, np.float32)
+                if not np.isfinite(array).all():
+                    raise ValueError(f"{key} of parameter {index} holds NaN or infinite values")
                 entry[key] = array
             state[int(index)] = entry
         return state
-
-
-class Estimators(_Codec):
-    """A list of fitted skvae estimators (the detector's cross-conformal fold
-    models), each stored as a whole model file in a byte array."""
-
-    def _encode(self, name, value, arrays):
-        keys = []
-        for index, estimator in enumerate(value):
-            buffer = io.BytesIO()
-            save(estimator, buffer)
-            arrays[f"{name}.{index}"] = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
-            keys.append(f"{name}.{index}")
-        return keys
-
-    def _decode(self, name, stored, arrays, device):
-        if not isinstance(stored, list) or stored != [f"{name}.{i}" for i in range(len(stored))]:
-            raise ValueError("expected a list of stored model files")
-        estimators = []
-        for key in stored:
-            array = _stored_array(key, key, arrays)
-            if array.dtype != np.uint8 or array.ndim != 1:
-                raise ValueError(f"{key} is not a byte array")
-            estimators.append(load(io.BytesIO(array.tobytes()), device=device))
-        return estimators
-
-
-def _stored_array(stored, name, arrays):
-    if stored != name or name not in arrays:
-        raise ValueError(f"the array {name!r} is missing")
-    return arrays[name]
 
 
 def _plain(value):
@@ -252,6 +276,68 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+# The fitted attributes of each estimator and how they are stored. An
+# attribute that ``fit`` sets must be listed, or saved models lose it (a test
+# checks the two agree). ``device_`` is not stored: ``load`` chooses it.
+_SHARED_ATTRIBUTES = {
+    "n_features_in_": Int(1, 2**31 - 1),
+    "feature_names_in_": Strings(optional=True),
+    "mean_": Array(per_feature=True),
+    "scale_": Array(per_feature=True),
+    "module_": Module(),
+    # fit draws it with randint(2**31 - 1).
+    "_seed": Int(0, 2**31 - 2),
+    "_history": ToDict(TrainingHistory),
+    "loss_curve_": Floats(),
+    "validation_scores_": Floats(nullable=True),
+    "best_loss_": Float(infinite=math.inf),
+    "best_validation_score_": Float(infinite=-math.inf, nullable=True),
+    "n_iter_": Int(0, 2**53),
+    "_moments": ToDict(ColumnMoments),
+    "column_schema_": ToDict(ColumnSchema),
+    "_optimizer_state": AdamMoments(),
+}
+
+
+class Estimators(_Codec):
+    """A list of fitted skvae estimators (the detector's cross-conformal fold
+    models), each stored as a whole model file in a byte array and read back
+    with the classes the caller gave ``load``."""
+
+    def _encode(self, name, value, arrays):
+        keys = []
+        for index, estimator in enumerate(value):
+            buffer = io.BytesIO()
+            save(estimator, buffer)
+            arrays[f"{name}.{index}"] = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+            keys.append(f"{name}.{index}")
+        return keys
+
+    def _decode(self, name, stored, arrays, loaded):
+        if not isinstance(stored, list) or stored != [f"{name}.{i}" for i in range(len(stored))]:
+            raise ValueError("expected a list of stored model files")
+        return [
+            load(
+                io.BytesIO(arrays.read(key, (None,), np.uint8).tobytes()),
+                loaded["classes"],
+                device=loaded["device_"],
+            )
+            for key in stored
+        ]
+
+
+FITTED_ATTRIBUTES = {
+    "VAETransformer": _SHARED_ATTRIBUTES,
+    "VAEAnomalyDetector": {
+        **_SHARED_ATTRIBUTES,
+        "offset_": Float(),
+        "calibration_scores_": Array(ascending=True),
+        # Optional: files written before cross-conformal calibration lack it.
+        "calibration_models_": Estimators(nullable=True, optional=True),
+    },
+}
 
 
 # ------------------------------------------------------------- parameters
@@ -296,39 +382,97 @@ def _write(file, header, arrays):
             archive.writestr(f"{ARRAY_PREFIX}{key}.npy", buffer.getvalue())
 
 
-def _read(file):
-    """Header and arrays of a model file; ModelFileError for anything else."""
-    try:
-        with zipfile.ZipFile(file) as archive:
-            names = archive.namelist()
-            if HEADER_NAME not in names:
-                raise ModelFileError(f"it has no {HEADER_NAME}")
-            header = json.loads(archive.read(HEADER_NAME).decode("utf-8"))
-            arrays = {}
-            for member in names:
-                if member == HEADER_NAME:
-                    continue
-                if not (member.startswith(ARRAY_PREFIX) and member.endswith(".npy")):
-                    raise ModelFileError(f"unexpected member {member!r}")
-                with archive.open(member) as stream:
-                    array = np.lib.format.read_array(stream, allow_pickle=False)
-                arrays[member[len(ARRAY_PREFIX) : -len(".npy")]] = array
-    except ModelFileError:
-        raise
-    except (
-        zipfile.BadZipFile,
-        zlib.error,
-        EOFError,
-        UnicodeDecodeError,
-        RecursionError,
-        NotImplementedError,  # a compression method zipfile does not know
-    ) as error:
-        raise ModelFileError(f"it is not a readable skvae model file ({error})") from error
-    except ValueError as error:  # bad JSON, a pickled (object) array, a bad .npy header
-        raise ModelFileError(f"its content is malformed ({error})") from error
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ModelFileError("it is not an skvae model file (no format marker)")
-    return header, arrays
+class _Arrays:
+    """The ``.npy`` members of an open model file, read when a codec asks.
+
+    Each member's header is checked against the shape and dtype the model
+    needs before its data is read, so ``load`` allocates what the network
+    the file describes needs, not what a member claims.
+    """
+
+    def __init__(self, archive, infos):
+        self.archive = archive
+        self.infos = infos
+        self.unread = set(infos)
+
+    def read(self, key, shape, dtype):
+        """The array ``key`` of ``shape`` (None: any length) and ``dtype``."""
+        if key not in self.unread:
+            raise ValueError(f"the array {key!r} is missing")
+        self.unread.discard(key)
+        info = self.infos[key]
+        with self.archive.open(info) as stream:
+            try:
+                version = np.lib.format.read_magic(stream)
+                read_header = {
+                    (1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0,
+                }[version]
+                found, fortran_order, found_dtype = read_header(stream)
+            except (KeyError, ValueError) as error:
+                raise ValueError(f"the array {key!r} is malformed ({error})") from error
+            shape = tuple(found[i] if n is None else n for i, n in enumerate(shape))
+            if found != shape or found_dtype != dtype or fortran_order:
+                raise ValueError(
+                    f"the array {key!r} is malformed: it holds {found_dtype} of shape "
+                    f"{found}; the model needs {np.dtype(dtype)} of shape {shape}"
+                )
+            size = math.prod(shape) * found_dtype.itemsize
+            # Checked before the allocation: the member's declared size is
+            # within the limit, the header's shape need not be.
+            if stream.tell() + size != info.file_size:
+                raise ValueError(
+                    f"the array {key!r} is malformed: its size disagrees with its header"
+                )
+            buffer = bytearray(size)
+            view = memoryview(buffer)
+            while view:
+                count = stream.readinto(view)
+                if not count:
+                    raise EOFError(f"the array {key!r} is truncated")
+                view = view[count:]
+        return np.frombuffer(buffer, dtype=found_dtype).reshape(shape)
+
+
+@contextlib.contextmanager
+def _opened(file):
+    """The header and the arrays of a model file, with the archive open;
+    ModelFileError for a file beyond the limits or with members ``save``
+    never writes."""
+    with zipfile.ZipFile(file) as archive:
+        infos = archive.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise ModelFileError(
+                f"it has {len(infos)} members; a model file has at most {MAX_MEMBERS}"
+            )
+        size = sum(info.file_size for info in infos)
+        if size > MAX_UNCOMPRESSED_BYTES:
+            raise ModelFileError(
+                f"it uncompresses to {size} bytes; a model file holds at most "
+                f"{MAX_UNCOMPRESSED_BYTES}"
+            )
+        arrays = {}
+        header_info = None
+        for info in infos:
+            member = info.filename
+            key = member[len(ARRAY_PREFIX) : -len(".npy")]
+            if member == HEADER_NAME and header_info is None:
+                header_info = info
+            elif member.startswith(ARRAY_PREFIX) and member.endswith(".npy") and key not in arrays:
+                arrays[key] = info
+            else:
+                raise ModelFileError(f"unexpected member {member!r:.100}")
+        if header_info is None:
+            raise ModelFileError(f"it has no {HEADER_NAME}")
+        if header_info.file_size > MAX_HEADER_BYTES:
+            raise ModelFileError(
+                f"its {HEADER_NAME} has {header_info.file_size} bytes; at most "
+                f"{MAX_HEADER_BYTES} are read"
+            )
+        header = json.loads(archive.read(header_info).decode("utf-8"))
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise ModelFileError("it is not an skvae model file (no format marker)")
+        yield header, _Arrays(archive, arrays)
 
 
 def _check_version(header):
@@ -344,14 +488,6 @@ def _check_version(header):
 
 
 # ------------------------------------------------------------ public API
-def _estimator_classes():
-    # Imported here: the estimator modules import this one.
-    from ._anomaly import VAEAnomalyDetector
-    from ._transformer import VAETransformer
-
-    return {cls.__name__: cls for cls in (VAEAnomalyDetector, VAETransformer)}
-
-
 def _check_file_argument(file, method):
     """TypeError unless ``file`` is a path or a binary file object with ``method``."""
     if isinstance(file, (str, os.PathLike)) or hasattr(file, method):
@@ -368,17 +504,18 @@ def save(estimator, file):
     Writing to a path goes through a temporary file in the same folder, so an
     interrupted save never leaves a half-written model under that name.
     """
-    from . import __version__
-
-    name = type(estimator).__name__
-    if _estimator_classes().get(name) is not type(estimator):
+    cls = type(estimator)
+    name = cls.__name__
+    # A subclass may hold state the table does not list, and load would
+    # build the parent class: refused.
+    if name not in FITTED_ATTRIBUTES or not cls.__module__.startswith(f"{__package__}."):
         raise TypeError(
-            f"save() supports {sorted(_estimator_classes())}, not {name}; "
+            f"save() supports {sorted(FITTED_ATTRIBUTES)}, not {name}; "
             "use pickle or joblib for subclasses."
         )
     arrays = {}
     fitted = {}
-    for attribute, codec in estimator._fitted_attributes().items():
+    for attribute, codec in FITTED_ATTRIBUTES[name].items():
         if not hasattr(estimator, attribute):
             if codec.optional:
                 continue
@@ -413,79 +550,94 @@ def save(estimator, file):
         raise
 
 
-def load(file, *, device="cpu"):
+def load(file, classes, *, device="cpu"):
     """Read an estimator written by ``save``; no code in the file is run.
 
-    Parameters
-    ----------
-    file : str, path-like or binary file object
-        A file written by ``VAEAnomalyDetector.save`` or
-        ``VAETransformer.save``.
-    device : {"cpu", "cuda", "auto"}, default="cpu"
-        Where to put the network.
-
-    Returns
-    -------
-    estimator : VAEAnomalyDetector or VAETransformer
-        Fitted, scoring exactly as the saved one did.
-
-    Raises
-    ------
-    ModelFileError
-        The file is not an skvae model file, is truncated or damaged, was
-        altered into something ``save`` would not write, or has a format
-        version this skvae cannot read. A subclass of ValueError.
-
-    Examples
-    --------
-    >>> import io, numpy as np, skvae
-    >>> X = np.random.RandomState(0).normal(size=(50, 3))
-    >>> detector = skvae.VAEAnomalyDetector(max_iter=3, random_state=0).fit(X)
-    >>> buffer = io.BytesIO()
-    >>> detector.save(buffer)
-    >>> loaded = skvae.load(io.BytesIO(buffer.getvalue()))
-    >>> bool(np.array_equal(loaded.score_samples(X), detector.score_samples(X)))
-    True
+    ``classes`` maps the estimator names a file may hold to the classes to
+    build; the caller passes it (``skvae.load`` all of them, a class's
+    ``load`` itself only). ``skvae.load`` documents the rest.
     """
-    from ._base import _resolve_device
-
     _check_file_argument(file, "read")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     where = f"'{os.fspath(file)}'" if isinstance(file, (str, os.PathLike)) else "the file"
+    with contextlib.ExitStack() as stack:
+        if isinstance(file, (str, os.PathLike)):
+            # Opened here: a missing or unreadable path is an OSError, while
+            # one from reading the content (a crafted offset) is a bad file.
+            file = stack.enter_context(open(file, "rb"))
+        try:
+            with _opened(file) as (header, arrays):
+                return _build(header, arrays, classes, device)
+        except ModelFileError as error:
+            raise ModelFileError(f"Cannot load {where}: {error}") from error.__cause__
+        except (
+            zipfile.BadZipFile,
+            zlib.error,
+            EOFError,
+            OSError,
+            UnicodeDecodeError,
+            NotImplementedError,  # a compression method zipfile does not know
+        ) as error:
+            raise ModelFileError(
+                f"Cannot load {where}: it is not a readable skvae model file ({error})"
+            ) from error
+        except (MemoryError, RecursionError) as error:
+            raise ModelFileError(
+                f"Cannot load {where}: it is too large or too deeply nested to read "
+                f"({type(error).__name__})"
+            ) from error
+        except Exception as error:  # bad JSON, and anything a check above missed
+            raise ModelFileError(
+                f"Cannot load {where}: its content is malformed ({type(error).__name__}: {error})"
+            ) from error
+
+
+def _build(header, arrays, classes, device):
+    """The estimator a model file's header and arrays describe."""
+    _check_version(header)
+    name = header.get("estimator")
+    if not isinstance(name, str) or name not in FITTED_ATTRIBUTES:
+        raise ModelFileError(f"unknown estimator {name!r:.100}")
+    if name not in classes:
+        raise ModelFileError(f"it holds a {name}, not a {' or a '.join(classes)}")
+    cls = classes[name]
+    params = _decode_params(header.get("params"), cls().get_params(deep=False))
+    estimator = cls(**params)
     try:
-        header, arrays = _read(file)
-        _check_version(header)
-        cls = _estimator_classes().get(header.get("estimator"))
-        if cls is None:
-            raise ModelFileError(f"unknown estimator {header.get('estimator')!r:.100}")
-        params = _decode_params(header.get("params"), cls().get_params(deep=False))
-        estimator = cls(**params)
+        estimator._validate_params()
+    except ValueError as error:
+        raise ModelFileError(f"invalid parameters: {error}") from error
+    fitted = header.get("fitted")
+    if not isinstance(fitted, dict):
+        raise ModelFileError("it has no fitted attributes")
+    spec = FITTED_ATTRIBUTES[name]
+    unknown = sorted(set(fitted) - set(spec))
+    if unknown:
+        raise ModelFileError(f"unknown fitted attributes {unknown}")
+    loaded = {"device_": device}
+    for attribute, codec in spec.items():
+        if attribute not in fitted:
+            if codec.optional:
+                continue
+            raise ModelFileError(f"the fitted attribute {attribute} is missing")
         try:
-            estimator._validate_params()
-        except ValueError as error:
-            raise ModelFileError(f"invalid parameters: {error}") from error
-        fitted = header.get("fitted")
-        if not isinstance(fitted, dict):
-            raise ModelFileError("it has no fitted attributes")
-        spec = estimator._fitted_attributes()
-        unknown = sorted(set(fitted) - set(spec))
-        if unknown:
-            raise ModelFileError(f"unknown fitted attributes {unknown}")
-        for attribute, codec in spec.items():
-            if attribute not in fitted:
-                if codec.optional:
-                    continue
-                raise ModelFileError(f"the fitted attribute {attribute} is missing")
-            try:
-                value = codec.decode(attribute, fitted[attribute], arrays, device)
-            except (TypeError, ValueError, KeyError, RuntimeError) as error:
-                raise ModelFileError(f"the fitted attribute {attribute} {error}") from error
-            setattr(estimator, attribute, value)
-        estimator.device_ = device
-        try:
-            estimator._check_loaded_state()
-        except ValueError as error:
-            raise ModelFileError(f"its fitted attributes disagree: {error}") from error
-    except ModelFileError as error:
-        raise ModelFileError(f"Cannot load {where}: {error}") from error.__cause__
+            # The classes too: nested model files (fold models) are built with them.
+            context = {**loaded, "classes": classes}
+            loaded[attribute] = codec.decode(attribute, fitted[attribute], arrays, context)
+        except (TypeError, ValueError) as error:
+            raise ModelFileError(f"the fitted attribute {attribute} {error}") from error
+        except Exception as error:  # KeyError, OverflowError, MemoryError, ...
+            raise ModelFileError(
+                f"the fitted attribute {attribute} cannot be read ({type(error).__name__}: {error})"
+            ) from error
+    if arrays.unread:
+        raise ModelFileError(
+            f"unexpected member {ARRAY_PREFIX}{sorted(arrays.unread)[0]}.npy: save never writes it"
+        )
+    for attribute, value in loaded.items():
+        setattr(estimator, attribute, value)
+    try:
+        estimator._check_loaded_state()
+    except ValueError as error:
+        raise ModelFileError(f"its fitted attributes disagree: {error}") from error
     return estimator

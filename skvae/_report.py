@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from . import __version__
+from ._version import __version__
 from .plotting import (
     FeatureContributionDisplay,
     LatentSpaceDisplay,

@@ -64,10 +64,50 @@ class TrainingHistory:
 
     @classmethod
     def from_dict(cls, state: dict) -> TrainingHistory:
+        """The history ``to_dict`` wrote; ValueError for anything it would
+        not write (a model file may have been altered)."""
         names = {f.name for f in fields(cls)}
         if not isinstance(state, dict) or set(state) != names:
             raise ValueError(f"expected a dict with the keys {sorted(names)}, got {state!r:.200}")
+        for name, valid in _HISTORY_VALUES.items():
+            if not valid(state[name]):
+                raise ValueError(f"{name} holds {state[name]!r:.100}, which training never records")
+        n_iter = state["n_iter"]
+        if len(state["loss_curve"]) != n_iter or len(state["validation_scores"]) > n_iter:
+            raise ValueError(f"the loss curves do not match n_iter={n_iter}")
         return cls(**state)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_finite(value):
+    return _is_number(value) and math.isfinite(value)
+
+
+def _is_finite_list(value):
+    return isinstance(value, list) and all(_is_finite(v) for v in value)
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# What each TrainingHistory field may hold (TrainingHistory.from_dict checks a
+# model file against it). Recorded losses are finite: a non-finite epoch is
+# retried, never recorded. The best values are +-inf until there is one.
+_HISTORY_VALUES = {
+    "loss_curve": _is_finite_list,
+    "validation_scores": _is_finite_list,
+    "best_loss": lambda v: _is_number(v) and -math.inf < v <= math.inf,
+    "best_validation_score": lambda v: _is_number(v) and -math.inf <= v < math.inf,
+    "n_iter": _is_count,
+    "epochs_without_improvement": _is_count,
+    "learning_rate": lambda v: v is None or (_is_finite(v) and v > 0),
+    "stopped_early": lambda v: isinstance(v, bool),
+    "interrupted": lambda v: isinstance(v, bool),
+}
 
 
 def kl_weight(settings, epoch):

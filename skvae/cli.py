@@ -24,7 +24,8 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from ._anomaly import VAEAnomalyDetector
-from ._persistence import ModelFileError, load
+from ._load import load
+from ._persistence import ModelFileError
 from .conformal import benjamini_hochberg
 from .datasets import load_demo
 
