@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Real
 
 import numpy as np
 import pandas as pd
-from sklearn.base import OutlierMixin, _fit_context
+from sklearn.base import OutlierMixin, _fit_context, clone
+from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from . import _likelihoods
 from ._base import SHARED_PARAMETERS_DOC, _BaseVAE, restore_state_on_failure
-from .conformal import conformal_pvalues
+from ._training import TrainingDivergedError
+from .conformal import conformal_pvalues, cross_conformal_pvalues
 
 # contamination="auto": Tukey's lower fence on the training scores.
 TUKEY_FENCE = 1.5
@@ -20,6 +23,14 @@ TUKEY_FENCE = 1.5
 # of the training loss. Chosen on the ADBench development datasets as one
 # value for all of them (benchmarks/RESULTS.md has the ablation).
 AUTO_TRIM_FRACTION = 0.2
+# calibration="auto": cross-conformal calibration on CROSS_CONFORMAL_FOLDS fold
+# models for CROSS_CONFORMAL_MIN_ROWS to CROSS_CONFORMAL_MAX_ROWS training rows,
+# split calibration on the validation rows otherwise. Below the maximum the
+# split leaves so few calibration rows that no p-value can be small, and the
+# extra fits are small (tests/test_cross_conformal.py, README: measured cost).
+CROSS_CONFORMAL_FOLDS = 5
+CROSS_CONFORMAL_MIN_ROWS = 2 * CROSS_CONFORMAL_FOLDS  # each fold model fits on >= 8 rows
+CROSS_CONFORMAL_MAX_ROWS = 2000
 
 
 def tukey_lower_fence(scores, k=TUKEY_FENCE):
@@ -65,6 +76,22 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         them from being learned as normal (a trimmed-likelihood estimator).
         ``"auto"`` means 0.2. 0 trains on every row.
 
+    calibration : {{"auto", "split", "cross"}}, default="auto"
+        Which rows calibrate :meth:`pvalues`. ``"split"``: the early-stopping
+        validation rows, scored by the fitted model (a ``validation_fraction``
+        share of the rows, so on small tables no p-value is small).
+        ``"cross"``: every training row, by cross-conformal calibration: the
+        rows are split into 5 folds and a copy of the detector is fitted
+        without each fold, so every row is scored by a model that never
+        trained on it; a new row's p-value counts, fold by fold, the rows
+        scoring at most its score under that fold's model. It costs 5 more
+        fits on 80% of the rows, 5 more scorings per ``pvalues`` call, and the
+        5 models are kept (``calibration_models_``, also in model files). Its
+        p-values are close to uniform in practice, but guaranteed only to
+        about ``P(p <= a) <= 2a`` (split ones: ``<= a``). ``"auto"``:
+        ``"cross"`` for 10 to 2,000 training rows, ``"split"`` otherwise.
+        ``partial_fit`` and :meth:`calibrate` always use the split rule.
+
     {shared_parameters}
 
     Attributes
@@ -81,6 +108,13 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         p-values of new normal rows then come out too small (too many flags).
         After ``partial_fit`` they are the last batch's scores, rows it was
         just trained on; :meth:`calibrate` resets them from held-out rows.
+        With cross-conformal calibration (``calibration``) they are every
+        training row's out-of-fold score, from the fold model that did not
+        train on it (not comparable with ``score_samples``).
+    calibration_models_ : list of VAEAnomalyDetector or None
+        With cross-conformal calibration, the 5 fold models, each fitted
+        without one fold and holding that fold's scores in its
+        ``calibration_scores_``; None with split calibration.
     module_ : VAEModule
         The fitted torch module (in eval mode).
     mean_ : ndarray of shape (n_features_in_,)
@@ -148,6 +182,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "scoring": [StrOptions({"elbo", "iwae", "reconstruction"})],
         "trim_fraction": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="left")],
+        "calibration": [StrOptions({"auto", "split", "cross"})],
     }
 
     def __init__(
@@ -156,6 +191,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         contamination="auto",
         scoring="elbo",
         trim_fraction="auto",
+        calibration="auto",
         n_components=8,
         hidden_layer_sizes=(64, 32),
         activation="relu",
@@ -206,6 +242,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         self.contamination = contamination
         self.scoring = scoring
         self.trim_fraction = trim_fraction
+        self.calibration = calibration
 
     @_fit_context(prefer_skip_nested_validation=True)
     @restore_state_on_failure
@@ -222,7 +259,13 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         -------
         self : VAEAnomalyDetector
         """
-        self._fit(X)
+        X_checked, _ = self._fit(X)
+        n_rows = _num_samples(X_checked)
+        if self.calibration == "cross" or (
+            self.calibration == "auto"
+            and CROSS_CONFORMAL_MIN_ROWS <= n_rows <= CROSS_CONFORMAL_MAX_ROWS
+        ):
+            self._cross_calibrate(X, n_rows)
         return self
 
     def _fit(self, X, incremental=False):
@@ -233,9 +276,54 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
 
     def _set_threshold(self, scores, calibration_scores):
         """``offset_`` from ``scores`` by the ``contamination`` rule and the
-        sorted ``calibration_scores_`` behind the p-values."""
+        sorted ``calibration_scores_`` behind the p-values (split calibration)."""
         self.offset_ = self._offset(scores)
         self.calibration_scores_ = np.sort(calibration_scores)
+        self.calibration_models_ = None
+
+    def _cross_calibrate(self, X, n_rows):
+        """Fit one copy of the detector without each fold of X's rows, and
+        keep each copy with its fold's scores (cross-conformal calibration).
+
+        The folds and the copies' seeds come from this fit's seed. Under
+        ``calibration="auto"`` a fold that cannot be fitted (a column with no
+        observed value in the other folds, a diverging fit) leaves the split
+        calibration in place, with a warning.
+        """
+        if n_rows < CROSS_CONFORMAL_MIN_ROWS:
+            raise ValueError(
+                f"calibration='cross' needs at least {CROSS_CONFORMAL_MIN_ROWS} rows "
+                f"({CROSS_CONFORMAL_FOLDS} folds); X has {n_rows}. Use calibration='split'."
+            )
+        if not hasattr(X, "iloc"):  # lists and array-likes: rows by index
+            X = np.asarray(X)
+        rng = np.random.RandomState(self._seed)
+        folds = np.array_split(rng.permutation(n_rows), CROSS_CONFORMAL_FOLDS)
+        seeds = rng.randint(np.iinfo(np.int32).max, size=CROSS_CONFORMAL_FOLDS)
+        models = []
+        for rows, seed in zip(folds, seeds, strict=True):
+            others = np.setdiff1d(np.arange(n_rows), rows)
+            model = clone(self).set_params(
+                calibration="split", warm_start=False, verbose=False, random_state=int(seed)
+            )
+            try:
+                model.fit(_safe_indexing(X, others))
+            except (ValueError, TrainingDivergedError) as error:
+                if self.calibration == "cross":
+                    raise
+                warnings.warn(
+                    f"cross-conformal calibration skipped, split calibration kept: a fold "
+                    f"model could not be fitted ({str(error).splitlines()[0]})",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                return
+            model.calibration_scores_ = np.sort(model.score_samples(_safe_indexing(X, rows)))
+            models.append(model)
+        self.calibration_models_ = models
+        self.calibration_scores_ = np.sort(
+            np.concatenate([model.calibration_scores_ for model in models])
+        )
 
     def calibrate(self, X):
         """Set ``offset_`` and ``calibration_scores_`` from the rows of X.
@@ -318,7 +406,12 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         distribution gets a uniformly distributed p-value, so flagging
         ``p <= a`` flags a share ``a`` of normal rows, whatever the model;
         :func:`skvae.conformal.benjamini_hochberg` flags at a
-        false-discovery rate instead.
+        false-discovery rate instead. With cross-conformal calibration
+        (``calibration``) each fold model scores the row against its own
+        fold's rows, and the counts add up
+        (:func:`skvae.conformal.cross_conformal_pvalues`). Meant for new rows:
+        the training rows were seen by all but one fold model, so theirs come
+        out too large.
 
         Parameters
         ----------
@@ -329,7 +422,14 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         pvalues : ndarray of shape (n_samples,)
             In ``[1 / (1 + n_calibration), 1]``; small means anomalous.
         """
-        return conformal_pvalues(self.calibration_scores_, self.score_samples(X))
+        scores = self.score_samples(X)
+        models = getattr(self, "calibration_models_", None)  # absent in older model files
+        if models is None:
+            return conformal_pvalues(self.calibration_scores_, scores)
+        return cross_conformal_pvalues(
+            [model.calibration_scores_ for model in models],
+            [model.score_samples(X) for model in models],
+        )
 
     def feature_contributions(self, X):
         """How much each feature of each row adds to its anomaly score.

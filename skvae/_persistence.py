@@ -305,12 +305,43 @@ _SHARED_ATTRIBUTES = {
     "_moments": ToDict(ColumnMoments),
     "_optimizer_state": AdamMoments(),
 }
+
+
+class Estimators(_Codec):
+    """A list of fitted skvae estimators (the detector's cross-conformal fold
+    models), each stored as a whole model file in a byte array and read back
+    with the classes the caller gave ``load``."""
+
+    def _encode(self, name, value, arrays):
+        keys = []
+        for index, estimator in enumerate(value):
+            buffer = io.BytesIO()
+            save(estimator, buffer)
+            arrays[f"{name}.{index}"] = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+            keys.append(f"{name}.{index}")
+        return keys
+
+    def _decode(self, name, stored, arrays, loaded):
+        if not isinstance(stored, list) or stored != [f"{name}.{i}" for i in range(len(stored))]:
+            raise ValueError("expected a list of stored model files")
+        return [
+            load(
+                io.BytesIO(arrays.read(key, (None,), np.uint8).tobytes()),
+                loaded["classes"],
+                device=loaded["device_"],
+            )
+            for key in stored
+        ]
+
+
 FITTED_ATTRIBUTES = {
     "VAETransformer": _SHARED_ATTRIBUTES,
     "VAEAnomalyDetector": {
         **_SHARED_ATTRIBUTES,
         "offset_": Float(),
         "calibration_scores_": Array(ascending=True),
+        # Optional: files written before cross-conformal calibration lack it.
+        "calibration_models_": Estimators(nullable=True, optional=True),
     },
 }
 
@@ -615,7 +646,9 @@ def _build(header, arrays, classes, device):
                 continue
             raise ModelFileError(f"the fitted attribute {attribute} is missing")
         try:
-            loaded[attribute] = codec.decode(attribute, fitted[attribute], arrays, loaded)
+            # The classes too: nested model files (fold models) are built with them.
+            context = {**loaded, "classes": classes}
+            loaded[attribute] = codec.decode(attribute, fitted[attribute], arrays, context)
         except (TypeError, ValueError) as error:
             raise ModelFileError(f"the fitted attribute {attribute} {error}") from error
         except Exception as error:  # KeyError, OverflowError, MemoryError, ...

@@ -136,7 +136,10 @@ def _add_output_options(parser, flagging):
         type=_fdr,
         metavar="LEVEL",
         help="flag rows by Benjamini-Hochberg on the p-values at this false-discovery "
-        "rate, instead of the model's threshold",
+        "rate, instead of the model's threshold. A model fitted on 10 to 2,000 rows "
+        "calibrates its p-values on every row (cross-conformal), a larger one on its 10%% "
+        "validation rows; no p-value is below 1/(calibration rows + 1), so BH flags best "
+        "on small batches of new rows (skvae score)",
     )
     parser.add_argument(
         "--top", type=_count, default=10, help="how many outliers to list (default 10)"

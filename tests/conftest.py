@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
+from skvae import _anomaly
+
 # (estimator.method, "result" or "error") -> calls made by tests/test_bad_input.py.
 BAD_INPUT_CASES = Counter()
 
@@ -19,6 +21,20 @@ TINY = {**FAST, "hidden_layer_sizes": (8,), "max_iter": 2}
 def _quiet_convergence():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _split_calibration_under_auto(request):
+    """calibration="auto" means split calibration here, except in test files
+    that set REAL_CALIBRATION_RULE: cross-conformal calibration (the default
+    for 10 to 2,000 rows) fits every detector 5 more times, and the tests of
+    other behaviour need not pay for it. tests/test_cross_conformal.py tests
+    the real rule, scikit-learn's checks included; CLI subprocesses use it too.
+    Module-scoped, so that module-scoped fixtures are fitted under it."""
+    with pytest.MonkeyPatch.context() as patch:
+        if not getattr(request.module, "REAL_CALIBRATION_RULE", False):
+            patch.setattr(_anomaly, "CROSS_CONFORMAL_MAX_ROWS", 0)
         yield
 
 

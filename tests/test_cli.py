@@ -131,7 +131,8 @@ def test_score_with_the_saved_model_matches_detect(detect_run):
         folder / "again.csv",
     )
     assert result.returncode == 0, result.stderr
-    assert "Benjamini-Hochberg at FDR 0.1 on p-values from 200 calibration rows" in result.stdout
+    # 2,000 rows: cross-conformal calibration (the default up to 2,000), every row calibrates.
+    assert "Benjamini-Hochberg at FDR 0.1 on p-values from 2000 calibration rows" in result.stdout
     after = pd.read_csv(folder / "again.csv", keep_default_na=False)
     assert after["name"].tolist() == batch["name"].tolist()
     assert after["outlier"].tolist() == [True] + [False] * 9
