@@ -138,7 +138,7 @@ def test_ablation_adds_its_section_beside_the_quality_one(tmp_path, benchmarks):
     data.mkdir()
     _write_dataset(data / "1_only.npz", 3)
     out = tmp_path / "out"
-    quality.main(["--data", str(data), "--detectors", "iforest", "--output", str(out)])
+    quality.main(["--data", str(data), "--large", "--detectors", "iforest", "--output", str(out)])
     ablation.main(
         ["--data", str(data), "--seeds", "0", "1", "--variants", "default", "trim 0"]
         + ["--output", str(out)]
