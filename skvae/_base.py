@@ -37,6 +37,7 @@ from ._training import (
     EVAL_CHUNK_ROWS,
     TrainingHistory,
     TrainingSettings,
+    _set_learning_rate,
     train,
     training_budget,
 )
@@ -570,8 +571,7 @@ class _BaseVAE(BaseEstimator):
         )
         # The step size a first run starts from (a warm run keeps the one its
         # history carries): larger automatic batches take larger steps.
-        for group in start.optimizer.param_groups:
-            group["lr"] = self.learning_rate_init * lr_factor
+        _set_learning_rate(start.optimizer, self.learning_rate_init * lr_factor)
         settings = TrainingSettings(
             batch_size=batch_size,
             max_iter=max_iter,
