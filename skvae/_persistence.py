@@ -379,13 +379,24 @@ def _decode_params(stored, defaults):
 
 
 # ----------------------------------------------------------- file layout
+# Every member carries this timestamp rather than the clock's, so the same
+# model gives the same bytes (a fold model is stored as a file inside a file).
+MEMBER_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def _member(name):
+    member = zipfile.ZipInfo(name, date_time=MEMBER_DATE_TIME)
+    member.compress_type = zipfile.ZIP_DEFLATED
+    return member
+
+
 def _write(file, header, arrays):
     with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(HEADER_NAME, json.dumps(header, indent=1, allow_nan=True))
+        archive.writestr(_member(HEADER_NAME), json.dumps(header, indent=1, allow_nan=True))
         for key, array in arrays.items():
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
-            archive.writestr(f"{ARRAY_PREFIX}{key}.npy", buffer.getvalue())
+            archive.writestr(_member(f"{ARRAY_PREFIX}{key}.npy"), buffer.getvalue())
 
 
 class _Arrays:

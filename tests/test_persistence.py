@@ -3,6 +3,7 @@
 import io
 import json
 import pickle
+import time
 import warnings
 import zipfile
 
@@ -293,3 +294,16 @@ def test_bad_file_arguments_are_named(fitted, tmp_path, argument, error, message
         with pytest.raises(error, match=message):
             skvae.load(argument)
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_the_same_model_saves_to_the_same_bytes_whatever_the_clock(monkeypatch):
+    """Fold models are files inside the file: no member may carry the time."""
+    X = np.random.RandomState(0).normal(size=(60, 3))
+    detector = VAEAnomalyDetector(**{**FAST, "max_iter": 2}, calibration="cross").fit(X)
+    first = io.BytesIO()
+    detector.save(first)
+    later = time.localtime(time.time() + 3 * 86400)
+    monkeypatch.setattr(time, "localtime", lambda *args: later)
+    second = io.BytesIO()
+    detector.save(second)
+    assert first.getvalue() == second.getvalue()
