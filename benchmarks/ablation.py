@@ -51,27 +51,41 @@ PREVIOUS_DEFAULTS = {
     "learning_rate": "constant",
 }
 
-# label -> (why it is tried, detector parameters, decoder variance floor or None)
+# label -> (why it is tried, detector parameters, library constants moved:
+# {(module, name): value})
 VARIANTS = {
-    "default": ("the library defaults", {}, None),
+    "default": ("the library defaults", {}, {}),
     "previous defaults": (
         "before the budget: batch 256, up to 200 epochs, constant step, early stopping",
         PREVIOUS_DEFAULTS,
-        1e-4,
+        {("skvae._network", "MIN_LOG_VAR"): math.log(1e-4)},
     ),
     "variance floor 1e-4": (
         "likelihood: decoder variance floor 1e-4 (the floor before this change)",
         {},
-        1e-4,
+        {("skvae._network", "MIN_LOG_VAR"): math.log(1e-4)},
     ),
-    "variance floor 0.01": ("likelihood: decoder variance floor 0.01", {}, 0.01),
-    "variance floor 0.1": ("likelihood: decoder variance floor 0.1", {}, 0.1),
+    "variance floor 0.01": (
+        "likelihood: decoder variance floor 0.01",
+        {},
+        {("skvae._network", "MIN_LOG_VAR"): math.log(0.01)},
+    ),
+    "variance floor 0.1": (
+        "likelihood: decoder variance floor 0.1",
+        {},
+        {("skvae._network", "MIN_LOG_VAR"): math.log(0.1)},
+    ),
+    "budget x2": (
+        "training length: twice the default budget (2000 reference steps)",
+        {},
+        {("skvae._training", "BUDGET_STEPS"): 2000},
+    ),
     "no early stopping": (
         "training length: the whole budget, no early stopping",
         {"early_stopping": False},
-        None,
+        {},
     ),
-    "trim 0": ("contamination: train on every row", {"trim_fraction": 0.0}, None),
+    "trim 0": ("contamination: train on every row", {"trim_fraction": 0.0}, {}),
 }
 PEERS = ("IsolationForest", "kNN")
 
@@ -98,26 +112,32 @@ def split(X, y, setting):
     return X[fit], X[score], y[score]
 
 
-def _set_variance_floor(log_floor):
-    # The floor is a module constant of the library (one place); the
-    # ablation moves it to compare values, and puts it back for the others.
-    import skvae._network
+def _library_constants():
+    """The library's value of every constant a variant moves."""
+    import importlib
 
-    skvae._network.MIN_LOG_VAR = log_floor
-
-
-def _library_log_floor():
-    import skvae._network
-
-    return skvae._network.MIN_LOG_VAR
+    return {
+        (module, name): getattr(importlib.import_module(module), name)
+        for _, _, moved in VARIANTS.values()
+        for module, name in moved
+    }
 
 
-LIBRARY_LOG_FLOOR = _library_log_floor()
+LIBRARY_CONSTANTS = _library_constants()
+
+
+def _set_constants(moved):
+    # Each constant lives in one place in the library; a variant moves it
+    # for its own fits and every other variant gets the library's value back.
+    import importlib
+
+    for (module, name), value in {**LIBRARY_CONSTANTS, **moved}.items():
+        setattr(importlib.import_module(module), name, value)
 
 
 def _fit_variant(label, X, seed):
-    _, params, floor = VARIANTS[label]
-    _set_variance_floor(LIBRARY_LOG_FLOOR if floor is None else math.log(floor))
+    _, params, moved = VARIANTS[label]
+    _set_constants(moved)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = VAEAnomalyDetector(random_state=seed, **params).fit(X)

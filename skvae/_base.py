@@ -22,6 +22,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _likelihoods, _persistence
+from ._adam import Adam
 from ._adam_state import moments_to_numpy, moments_to_torch
 from ._columns import infer_schema, is_frame
 from ._device import resolve_device
@@ -143,10 +144,13 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
         ``"constant"`` keeps it. ``partial_fit`` always keeps it constant.
 
     max_iter : int or "auto", default="auto"
-        Number of epochs at most. ``"auto"`` is a budget of about 1000
-        gradient steps (at least 5 epochs), so the cost of a fit grows
-        gently with the number of rows; ending the budget with the schedule
-        annealed to 0 is convergence. An integer ``max_iter`` that is
+        Number of epochs at most. ``"auto"`` is a budget of 1000 gradient
+        steps of 256 rows on small data; with ``batch_size="auto"`` larger
+        data takes larger batches and fewer steps (``1000 /
+        sqrt(batch_size / 256)``: 500 steps of 1024 rows for 45,000 rows),
+        at least 5 epochs, so the cost of a fit grows gently with the number
+        of rows; ending the budget with the schedule annealed to 0 is
+        convergence. An integer ``max_iter`` that is
         reached before early stopping ends the fit raises a
         ``ConvergenceWarning``, as in ``MLPRegressor``.
 
@@ -232,13 +236,8 @@ def _evaluate_chunks(module, X, mean, scale, function, chunk_rows, dtype):
 
 
 def _adam(parameters, learning_rate, weight_decay):
-    """Adam, fused into one kernel where this torch build supports it (about
-    a third faster training on CPU; same results up to float rounding)."""
-    parameters = list(parameters)
-    try:
-        return torch.optim.Adam(parameters, lr=learning_rate, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(parameters, lr=learning_rate, weight_decay=weight_decay)
+    """Adam (see _adam.py for why not torch.optim's)."""
+    return Adam(parameters, lr=learning_rate, weight_decay=weight_decay)
 
 
 def _check_hidden_layer_sizes(sizes):
@@ -265,7 +264,7 @@ class _Start:
     record to extend, the column statistics, and the seed and generator."""
 
     module: VAEModule
-    optimizer: torch.optim.Optimizer
+    optimizer: Adam
     history: TrainingHistory
     moments: ColumnMoments
     mean: np.ndarray

@@ -212,8 +212,8 @@ def _parser():
         "--max-iter",
         type=_positive_int,
         default=None,
-        help="epochs at most (default: an automatic budget of about 1000 gradient steps "
-        "that ends by itself)",
+        help="epochs at most (default: an automatic budget that ends by itself: 1000 "
+        "gradient steps of 256 rows on small files, fewer and larger steps on large ones)",
     )
     _add_output_options(detect, flagging)
 

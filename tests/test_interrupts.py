@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from skvae import VAEAnomalyDetector, _training
+from skvae._adam import Adam
 
 X = np.random.RandomState(0).normal(size=(120, 3))
 PARAMS = dict(n_components=2, hidden_layer_sizes=(8,), batch_size=16, random_state=0)
@@ -34,7 +35,7 @@ def _reference():
 def test_ctrl_c_in_a_mini_batch_step_undoes_the_call(monkeypatch):
     detector = VAEAnomalyDetector(**PARAMS).partial_fit(X[:60])
     before = _state(detector)
-    real_step = torch.optim.Adam.step
+    real_step = Adam.step
     steps = {"n": 0}
 
     def step(self, *args, **kwargs):
@@ -43,10 +44,10 @@ def test_ctrl_c_in_a_mini_batch_step_undoes_the_call(monkeypatch):
             raise KeyboardInterrupt
         return real_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    monkeypatch.setattr(Adam, "step", step)
     with pytest.raises(KeyboardInterrupt):
         detector.partial_fit(X[60:])
-    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    monkeypatch.setattr(Adam, "step", real_step)
     assert _state(detector) == before
     # Training goes on as if the interrupted call had never run.
     np.testing.assert_array_equal(detector.partial_fit(X[60:]).score_samples(X), _reference())

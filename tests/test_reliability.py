@@ -16,6 +16,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from skvae import TrainingDivergedError, VAEAnomalyDetector, VAETransformer, _training
+from skvae._adam import Adam
 
 from .conftest import FAST
 
@@ -179,7 +180,7 @@ def test_persistent_divergence_is_a_clear_error_and_keeps_old_model(blobs, monke
 def test_ctrl_c_in_the_middle_of_an_epoch_keeps_the_best_weights(Estimator, monkeypatch):
     """KeyboardInterrupt raised inside a mini-batch step, in the 4th epoch."""
     X = np.random.RandomState(0).normal(size=(200, 3))
-    real_step = torch.optim.Adam.step
+    real_step = Adam.step
     steps = {"n": 0}
     batches_per_epoch = -(-180 // FAST["batch_size"])  # 180 training rows
 
@@ -189,7 +190,7 @@ def test_ctrl_c_in_the_middle_of_an_epoch_keeps_the_best_weights(Estimator, monk
             raise KeyboardInterrupt
         return real_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    monkeypatch.setattr(Adam, "step", step)
     # A constant step: under the default cosine schedule a fit's steps depend
     # on max_iter, and the reference below stops early by max_iter.
     settings = {**FAST, "learning_rate": "constant"}
@@ -205,7 +206,7 @@ def test_ctrl_c_in_the_middle_of_an_epoch_keeps_the_best_weights(Estimator, monk
     assert np.isfinite(scores).all()
     # The weights kept are the best epoch's, not the half-updated 4th epoch's:
     # a fresh fit stopped after the same epochs gives the same model.
-    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    monkeypatch.setattr(Adam, "step", real_step)
     reference = Estimator(**{**settings, "max_iter": best + 1}).fit(X)
     np.testing.assert_array_equal(scores, reference.score_samples(X))
 
@@ -414,7 +415,7 @@ def test_an_epoch_ending_with_non_finite_weights_counts_as_divergence(Estimator,
     """The loss of a batch is measured before its step: a step that throws
     the weights to inf must not be kept as the best epoch's weights."""
     X = np.random.RandomState(0).normal(size=(100, 3))
-    real_step = torch.optim.Adam.step
+    real_step = Adam.step
     steps = {"n": 0}
 
     def step(self, *args, **kwargs):
@@ -425,7 +426,7 @@ def test_an_epoch_ending_with_non_finite_weights_counts_as_divergence(Estimator,
                 self.param_groups[0]["params"][0].fill_(float("inf"))
         return result
 
-    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    monkeypatch.setattr(Adam, "step", step)
     estimator = Estimator(**{**FAST, "max_iter": 3}).fit(X)
     assert estimator._learning_rate == pytest.approx(1e-3 / _training.DIVERGENCE_LR_FACTOR)
     assert all(torch.isfinite(p).all() for p in estimator.module_.parameters())

@@ -11,6 +11,8 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from skvae import VAETransformer
+from skvae._likelihoods import elbo
+from skvae._network import VAEModule
 
 from .conftest import FAST
 
@@ -81,3 +83,25 @@ def test_verbose_shows_progress_with_loss(blobs, capsys, monkeypatch):
     VAETransformer(**{**FAST, "max_iter": 3, "verbose": True}).fit(blobs)
     err = capsys.readouterr().err
     assert "loss=" in err and "3/3" in err
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e6])
+def test_gradient_clipping_matches_torch(scale):
+    # _clip_gradients replaces clip_grad_norm_ for speed; it must give the
+    # same gradients, below the threshold (untouched) and above it (scaled).
+    from skvae._training import MAX_GRAD_NORM, _clip_gradients
+
+    generator = torch.Generator().manual_seed(0)
+    ours, theirs = VAEModule(4, 2, (8,)), VAEModule(4, 2, (8,))
+    ours.reset_parameters(generator)
+    theirs.load_state_dict(ours.state_dict())
+    x = scale * torch.randn(32, 4, generator=generator)
+    for module in (ours, theirs):
+        (-elbo(module, x).mean()).backward()
+    _clip_gradients(list(ours.parameters()), MAX_GRAD_NORM)
+    torch.nn.utils.clip_grad_norm_(theirs.parameters(), MAX_GRAD_NORM)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in ours.parameters()]))
+    if scale == 1e6:
+        assert norm == pytest.approx(MAX_GRAD_NORM, rel=1e-4)
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=0)

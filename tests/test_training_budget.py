@@ -9,6 +9,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from skvae import VAEAnomalyDetector, _training
+from skvae._adam import Adam
 from skvae._network import VAEModule
 from skvae._training import (
     BUDGET_STEPS,
@@ -33,16 +34,36 @@ def test_cosine_schedule_starts_at_one_and_reaches_zero():
     assert all(a >= b for a, b in zip(factors[:-1], factors[1:], strict=True))
 
 
-@pytest.mark.parametrize("n_rows", [10, 300, 8192, 50_000, 1_000_000, 10**8])
-def test_automatic_budget_is_about_a_fixed_number_of_steps(n_rows):
+@pytest.mark.parametrize("n_rows", [10, 300, 8192, 20_000, 50_000, 1_000_000, 10**8])
+def test_automatic_budget_keeps_steps_times_step_size(n_rows):
     batch, epochs, factor = training_budget(n_rows)
     assert REFERENCE_BATCH <= batch <= MAX_AUTO_BATCH
     assert factor == pytest.approx(math.sqrt(batch / REFERENCE_BATCH))
     steps = epochs * math.ceil(n_rows / batch)
     assert epochs >= MIN_EPOCHS
-    # At least the budget rounded to whole epochs, more only to reach MIN_EPOCHS.
-    assert steps >= BUDGET_STEPS * 0.5 or epochs == MIN_EPOCHS
-    assert steps <= BUDGET_STEPS * 1.5 or epochs == MIN_EPOCHS
+    # BUDGET_STEPS reference steps' travel (steps x factor), rounded to whole
+    # epochs; more only to reach MIN_EPOCHS.
+    assert steps * factor >= BUDGET_STEPS * 0.5 or epochs == MIN_EPOCHS
+    assert steps * factor <= BUDGET_STEPS * 1.5 or epochs == MIN_EPOCHS
+
+
+@pytest.mark.parametrize("n_rows", [10, 300, 2_000, 8_192])
+def test_small_data_gets_the_budget_in_reference_steps(n_rows):
+    batch, epochs, factor = training_budget(n_rows)
+    steps = epochs * math.ceil(n_rows / batch)
+    assert (batch, factor) == (REFERENCE_BATCH, 1.0)
+    assert abs(steps - BUDGET_STEPS) <= 0.05 * BUDGET_STEPS
+
+
+def test_larger_data_takes_fewer_larger_steps():
+    budgets = [training_budget(n) for n in (5_000, 20_000, 45_000)]
+    steps = [
+        epochs * math.ceil(n / batch)
+        for n, (batch, epochs, _) in zip((5_000, 20_000, 45_000), budgets, strict=True)
+    ]
+    assert steps[0] > steps[1] > steps[2]
+    # Beyond a few hundred thousand rows the cost is MIN_EPOCHS passes.
+    assert training_budget(10**7)[1] == MIN_EPOCHS
 
 
 def test_larger_inputs_train_in_larger_batches():
@@ -58,7 +79,7 @@ def test_training_anneals_the_step_size_to_zero():
     module = VAEModule(3, 2, (8,))
     generator = torch.Generator().manual_seed(0)
     module.reset_parameters(generator)
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
+    optimizer = Adam(module.parameters(), lr=1e-2)
     x = torch.randn(100, 3, generator=generator)
     settings = TrainingSettings(
         batch_size=32, max_iter=6, n_iter_no_change=100, tol=0.0, schedule="cosine"

@@ -12,6 +12,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from skvae import VAEAnomalyDetector, VAETransformer
+from skvae._adam import Adam
 
 from .conftest import FAST
 
@@ -35,7 +36,7 @@ def test_a_warm_refit_that_reaches_max_iter_warns_after_an_early_stop(Estimator)
 
 @pytest.mark.parametrize("Estimator", [VAEAnomalyDetector, VAETransformer])
 def test_a_warm_refit_after_ctrl_c_is_not_reported_as_interrupted(Estimator, monkeypatch):
-    real_step = torch.optim.Adam.step
+    real_step = Adam.step
     steps = {"n": 0}
 
     def step(self, *args, **kwargs):
@@ -44,11 +45,11 @@ def test_a_warm_refit_after_ctrl_c_is_not_reported_as_interrupted(Estimator, mon
             raise KeyboardInterrupt
         return real_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    monkeypatch.setattr(Adam, "step", step)
     estimator = Estimator(**{**FAST, "max_iter": 3, "warm_start": True})
     with pytest.warns(RuntimeWarning, match="interrupted after 1 epochs"):
         estimator.fit(X)
-    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    monkeypatch.setattr(Adam, "step", real_step)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         estimator.fit(X)
