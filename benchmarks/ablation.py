@@ -80,6 +80,12 @@ VARIANTS = {
         {},
         {("skvae._training", "BUDGET_STEPS"): 2000},
     ),
+    "robust trim 3": (
+        "contamination: leave out only rows above median + 3 robust SDs of the batch loss "
+        "(at most the trim fraction)",
+        {},
+        {("skvae._training", "ROBUST_TRIM"): 3.0},
+    ),
     "no early stopping": (
         "training length: the whole budget, no early stopping",
         {"early_stopping": False},

@@ -202,6 +202,15 @@ def mean_elbo(module, x, trim_fraction=0.0):
     return -_batch_loss(-scores.double(), trim_fraction).item()
 
 
+# None: a batch leaves out its worst trim_fraction of rows. A number c: only
+# its rows above median + c robust standard deviations (1.4826 MAD) of the
+# batch's losses, at most trim_fraction of them, so that clean data is barely
+# trimmed. Measured with c = 3 (benchmarks/ablation.py, "robust trim 3", seed
+# 0, 16 datasets): novelty 0.9205 -> 0.9272 mean ROC-AUC, contaminated
+# 0.8928 -> 0.8889; not adopted, as the contaminated margin is the thinner.
+ROBUST_TRIM = None
+
+
 def _batch_loss(row_losses, trim_fraction):
     """Mean loss of the batch, leaving out its worst ``trim_fraction`` rows.
 
@@ -211,8 +220,16 @@ def _batch_loss(row_losses, trim_fraction):
     """
     if trim_fraction <= 0 or row_losses.shape[0] < 2:
         return row_losses.mean()
-    keep = max(1, int(math.ceil((1.0 - trim_fraction) * row_losses.shape[0])))
-    return torch.topk(row_losses, keep, largest=False, sorted=False).values.mean()
+    n = row_losses.shape[0]
+    n_drop = n - max(1, int(math.ceil((1.0 - trim_fraction) * n)))
+    if ROBUST_TRIM is not None:
+        losses = row_losses.detach()
+        median = losses.median()
+        spread = 1.4826 * (losses - median).abs().median()
+        n_drop = min(n_drop, int((losses > median + ROBUST_TRIM * spread).sum()))
+    if n_drop == 0:
+        return row_losses.mean()
+    return torch.topk(row_losses, n - n_drop, largest=False, sorted=False).values.mean()
 
 
 def _clip_gradients(parameters, max_norm):

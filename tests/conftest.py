@@ -1,3 +1,5 @@
+import signal
+import sys
 import warnings
 from collections import Counter
 
@@ -22,6 +24,19 @@ def _quiet_convergence():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         yield
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler_restored(request):
+    """Each test starts with the SIGINT handler the previous one found: the
+    Ctrl-C tests need Python's default handler, and a full suite once ran
+    them with another (every interrupt ignored) left by an earlier test that
+    could not be found again. A test that changes it is named on stderr."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    if signal.getsignal(signal.SIGINT) is not before:
+        print(f"\n{request.node.nodeid} left the SIGINT handler changed", file=sys.stderr)
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(autouse=True, scope="module")
