@@ -35,6 +35,7 @@ SECTIONS = [
     "quality",
     "ablation",
     "speed",
+    "torch_compile",
     "mixed_types",
     "real_tables",
     "dask",
