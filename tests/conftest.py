@@ -28,10 +28,9 @@ def _quiet_convergence():
 
 @pytest.fixture(autouse=True)
 def _sigint_handler_restored(request):
-    """Each test starts with the SIGINT handler the previous one found: the
-    Ctrl-C tests need Python's default handler, and a full suite once ran
-    them with another (every interrupt ignored) left by an earlier test that
-    could not be found again. A test that changes it is named on stderr."""
+    """Each test leaves the SIGINT handler as it found it (the Ctrl-C tests
+    install Python's default one for their own duration); one that does not
+    is named on stderr and its change undone."""
     before = signal.getsignal(signal.SIGINT)
     yield
     if signal.getsignal(signal.SIGINT) is not before:
