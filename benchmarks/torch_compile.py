@@ -15,6 +15,7 @@ import argparse
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 from _harness import HERE, machine_lines, markdown_table, pin_threads, write_section
@@ -57,7 +58,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--output", default=HERE)
+    parser.add_argument(
+        "--output", type=Path, default=HERE, help="folder for RESULTS.md and results/"
+    )
     from_command_line = argv is None
     argv = sys.argv[1:] if from_command_line else list(argv)
     args = parser.parse_args(argv)
@@ -95,7 +98,12 @@ def main(argv=None):
         "",
         markdown_table(["measure", "value", "unit"], rows),
     ]
-    write_section("torch_compile", "\n".join(lines) + "\n", HERE / "results", HERE / "RESULTS.md")
+    write_section(
+        "torch_compile",
+        "\n".join(lines) + "\n",
+        args.output / "results",
+        args.output / "RESULTS.md",
+    )
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ class Adam:
         steps = [s["step"] for s in states]
         beta1, beta2 = group["betas"]
         kernel = _fused_kernel(params[0].device)
-        if kernel is None or any(s.device != params[0].device for s in steps):
+        if kernel is None:
             _plain_adam(params, grads, exp_avgs, exp_avg_sqs, steps, group)
             return
         torch._foreach_add_(steps, 1)

@@ -147,7 +147,7 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
         Number of epochs at most. ``"auto"`` is a budget of 1000 gradient
         steps of 256 rows on small data; with ``batch_size="auto"`` larger
         data takes larger batches and fewer steps (``1000 /
-        sqrt(batch_size / 256)``: 500 steps of 1024 rows for 45,000 rows),
+        sqrt(batch_size / 256)``: 484 steps of 1024 rows for 45,000 rows),
         at least 5 epochs, so the cost of a fit grows gently with the number
         of rows; ending the budget with the schedule annealed to 0 is
         convergence. An integer ``max_iter`` that is
