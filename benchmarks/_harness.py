@@ -34,6 +34,7 @@ RESULTS_MD = HERE / "RESULTS.md"
 SECTIONS = [
     "quality",
     "ablation",
+    "score_rules",
     "speed",
     "torch_compile",
     "mixed_types",

@@ -160,6 +160,34 @@ def test_ablation_adds_its_section_beside_the_quality_one(tmp_path, benchmarks):
     assert "Mean ROC-AUC of the default for each seed" in results
 
 
+def test_score_rules_scores_one_fit_by_every_rule_beside_the_peers(tmp_path, import_script):
+    score_rules = import_script("score_rules")
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_dataset(data / "1_only.npz", 4)
+    out = tmp_path / "out"
+    score_rules.main(["--data", str(data), "--large", "--seeds", "0", "--output", str(out)])
+
+    rows = _read(out / "results" / "score_rules.csv")
+    labels = [*score_rules.RULES, "kNN (PyOD defaults)", "IsolationForest"]
+    assert [(r["setting"], r["detector"]) for r in rows] == [
+        (setting, label) for setting in ("contaminated", "novelty") for label in labels
+    ]
+    # The 8 anomalies sit 6 SDs away: every rule finds them in both settings.
+    assert all(float(r["roc_auc"]) > 0.9 for r in rows)
+    results = (out / "RESULTS.md").read_text()
+    assert results.index("## Scoring rules") < results.index("### Novelty setting")
+
+
+def test_a_training_row_is_not_its_own_neighbour(import_script):
+    score_rules = import_script("score_rules")
+    X = np.array([[0.0], [1.0], [3.0], [6.0], [10.0], [15.0], [21.0]])
+    neighbours = score_rules._Neighbours(X)
+    # The 5th nearest other row of 0 is 15; counting itself it would be 10.
+    assert neighbours.distance(X, training=True)[0] == 15.0
+    assert neighbours.distance(X[:1])[0] == 10.0
+
+
 def test_subsample_follows_the_shared_rule(harness):
     y = np.r_[np.zeros(900, dtype=int), np.ones(100, dtype=int)]
     np.random.RandomState(5).shuffle(y)
