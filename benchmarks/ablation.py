@@ -92,6 +92,21 @@ VARIANTS = {
         {},
     ),
     "trim 0": ("contamination: train on every row", {"trim_fraction": 0.0}, {}),
+    "sample variance": (
+        "likelihood: the decoder predicts each row's variances (heteroscedastic)",
+        {"decoder_variance": "sample"},
+        {},
+    ),
+    "sample variance, floor 0.01": (
+        "likelihood: each row's variances, floored at 0.01",
+        {"decoder_variance": "sample"},
+        {("skvae._network", "MIN_LOG_VAR"): math.log(0.01)},
+    ),
+    "sample variance, floor 0.1": (
+        "likelihood: each row's variances, floored at 0.1",
+        {"decoder_variance": "sample"},
+        {("skvae._network", "MIN_LOG_VAR"): math.log(0.1)},
+    ),
 }
 PEERS = ("IsolationForest", "kNN")
 
