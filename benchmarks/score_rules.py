@@ -146,6 +146,48 @@ class _Rules:
         return out
 
 
+PER_ROW = "per-row variance ELBO"
+SECOND_SEED = "ELBO + ELBO of a second seed"
+PER_ROW_SUM = f"ELBO + {PER_ROW}"
+PAIR_RULES = (PER_ROW, SECOND_SEED, PER_ROW_SUM)
+
+
+class _Pair:
+    """The default fit beside a second one: another seed (``seed + 100``), or
+    a per-row decoder variance (``decoder_variance="sample"``); does a second
+    model add more than averaging over seeds does?"""
+
+    def __init__(self, X, seed):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.models = {
+                ELBO: VAEAnomalyDetector(random_state=seed, calibration="split").fit(X),
+                "second seed": VAEAnomalyDetector(random_state=seed + 100, calibration="split"),
+                PER_ROW: VAEAnomalyDetector(
+                    random_state=seed, calibration="split", decoder_variance="sample"
+                ),
+            }
+            for label in ("second seed", PER_ROW):
+                self.models[label].fit(X)
+        self.training = {label: -model.score_samples(X) for label, model in self.models.items()}
+
+    def scores(self, X):
+        terms = {label: -model.score_samples(X) for label, model in self.models.items()}
+        z = {label: _robust_z(terms[label], self.training[label]) for label in terms}
+        return {
+            PER_ROW: terms[PER_ROW],
+            SECOND_SEED: z[ELBO] + z["second seed"],
+            PER_ROW_SUM: z[ELBO] + z[PER_ROW],
+        }
+
+
+def _pair_scorer(rule):
+    def score(model, X):
+        return model.scores(X)[rule]
+
+    return score
+
+
 def _rule_scorer(rule, training):
     def score(model, X):
         return model.scores(X, training)[rule]
@@ -171,6 +213,7 @@ DETECTORS = [
         seeded=True,
         training_scorers={rule: _rule_scorer(rule, training=True) for rule in RULES},
     ),
+    Detector("skvae-pair", _Pair, {rule: _pair_scorer(rule) for rule in PAIR_RULES}, seeded=True),
     Detector(
         "knn",
         _fit_knn,
@@ -185,6 +228,16 @@ DETECTORS = [
         seeded=False,
     ),
 ]
+
+
+KEYS = [detector.key for detector in DETECTORS]
+
+
+def _read_rows(path):
+    import csv
+
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
 
 
 def report(rows, args, argv, names):
@@ -239,6 +292,10 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--detectors", nargs="+", choices=KEYS, default=list(KEYS))
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the stored rows of the detectors not run"
+    )
     parser.add_argument("--output", type=Path, default=HERE)
     from_command_line = argv is None
     argv = sys.argv[1:] if from_command_line else list(argv)
@@ -248,9 +305,23 @@ def main(argv=None):
     datasets = [d for folder in args.data for d in load_datasets(folder)]
     datasets += [d for folder in args.large for d in load_datasets(folder, args.max_rows)]
     names = [name for name, _, _ in datasets]
-    rows = run(datasets, DETECTORS, args.seeds, args.jobs, args.threads, settings=args.settings)
+    chosen = [detector for detector in DETECTORS if detector.key in args.detectors]
+    rows = run(datasets, chosen, args.seeds, args.jobs, args.threads, settings=args.settings)
     results_dir = args.output / "results"
-    write_csv(results_dir / "score_rules.csv", rows)
+    csv_path = results_dir / "score_rules.csv"
+    if args.merge and csv_path.exists():
+        labels = {label for detector in chosen for label in detector.scorers}
+        rows = [row for row in _read_rows(csv_path) if row["detector"] not in labels] + rows
+        order = [label for detector in DETECTORS for label in detector.scorers]
+        rows.sort(
+            key=lambda r: (
+                args.settings.index(r["setting"]),
+                names.index(r["dataset"]),
+                order.index(r["detector"]),
+                int(r["seed"]),
+            )
+        )
+    write_csv(csv_path, rows)
     write_section(
         "score_rules", report(rows, args, argv, names), results_dir, args.output / "RESULTS.md"
     )

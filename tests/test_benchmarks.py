@@ -169,14 +169,23 @@ def test_score_rules_scores_one_fit_by_every_rule_beside_the_peers(tmp_path, imp
     score_rules.main(["--data", str(data), "--large", "--seeds", "0", "--output", str(out)])
 
     rows = _read(out / "results" / "score_rules.csv")
-    labels = [*score_rules.RULES, "kNN (PyOD defaults)", "IsolationForest"]
-    assert [(r["setting"], r["detector"]) for r in rows] == [
-        (setting, label) for setting in ("contaminated", "novelty") for label in labels
-    ]
+    labels = [*score_rules.RULES, *score_rules.PAIR_RULES, "kNN (PyOD defaults)", "IsolationForest"]
+    expected = [(setting, label) for setting in ("contaminated", "novelty") for label in labels]
+    assert [(r["setting"], r["detector"]) for r in rows] == expected
     # The 8 anomalies sit 6 SDs away: every rule finds them in both settings.
     assert all(float(r["roc_auc"]) > 0.9 for r in rows)
     results = (out / "RESULTS.md").read_text()
     assert results.index("## Scoring rules") < results.index("### Novelty setting")
+
+    # Rerunning one detector with --merge keeps every other detector's rows.
+    score_rules.main(
+        ["--data", str(data), "--large", "--seeds", "0", "--output", str(out)]
+        + ["--detectors", "iforest", "--merge"]
+    )
+    merged = _read(out / "results" / "score_rules.csv")
+    assert [(r["setting"], r["detector"]) for r in merged] == expected
+    kept = [r for r in rows if r["detector"] != "IsolationForest"]
+    assert [r for r in merged if r["detector"] != "IsolationForest"] == kept
 
 
 def test_a_training_row_is_not_its_own_neighbour(import_script):
