@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -240,13 +241,20 @@ def _read_rows(path):
         return list(csv.DictReader(handle))
 
 
-def report(rows, args, argv, names):
+def report(rows, args, runs, names):
     lines = ["## Scoring rules on the default fit (benchmarks/score_rules.py)", ""]
-    lines += machine_lines(args.threads, __file__, argv)
+    # One block per run that produced stored rows, naming its detectors.
+    blocks = {}
+    for key in KEYS:
+        if key in runs:
+            blocks.setdefault(tuple(runs[key]), []).append(key)
+    for machine, keys in blocks.items():
+        lines += [f"Run of {', '.join(keys)}:", "", *machine, ""]
+    seeds = sorted({str(row["seed"]) for row in rows if row["detector"] in RULES}, key=int)
     lines += [
         f"- {len(names)} datasets; files over {args.max_rows:,} rows cut as in the quality "
         "benchmark. Rules on one `VAEAnomalyDetector(random_state=seed, "
-        f'calibration="split")` fit per seed (seeds {", ".join(map(str, args.seeds))}, mean '
+        f'calibration="split")` fit per seed (seeds {", ".join(seeds)}, mean '
         "over seeds); kNN (distance to the 5th neighbour, raw features) and "
         "IsolationForest(random_state=0) once. See the script's docstring for each rule.",
         "",
@@ -296,10 +304,24 @@ def main(argv=None):
     parser.add_argument(
         "--merge", action="store_true", help="keep the stored rows of the detectors not run"
     )
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the section from the stored rows"
+    )
     parser.add_argument("--output", type=Path, default=HERE)
     from_command_line = argv is None
     argv = sys.argv[1:] if from_command_line else list(argv)
     args = parser.parse_args(argv)
+    results_dir = args.output / "results"
+    csv_path = results_dir / "score_rules.csv"
+    runs_path = results_dir / "score_rules_runs.json"
+    if args.report_only:
+        rows = _read_rows(csv_path)
+        names = list(dict.fromkeys(row["dataset"] for row in rows))
+        runs = json.loads(runs_path.read_text())
+        write_section(
+            "score_rules", report(rows, args, runs, names), results_dir, args.output / "RESULTS.md"
+        )
+        return
     pin_threads(args.threads, __file__, argv, restart=from_command_line)
 
     datasets = [d for folder in args.data for d in load_datasets(folder)]
@@ -307,8 +329,9 @@ def main(argv=None):
     names = [name for name, _, _ in datasets]
     chosen = [detector for detector in DETECTORS if detector.key in args.detectors]
     rows = run(datasets, chosen, args.seeds, args.jobs, args.threads, settings=args.settings)
-    results_dir = args.output / "results"
-    csv_path = results_dir / "score_rules.csv"
+    runs = json.loads(runs_path.read_text()) if args.merge and runs_path.exists() else {}
+    machine = machine_lines(args.threads, __file__, argv)
+    runs.update({detector.key: machine for detector in chosen})
     if args.merge and csv_path.exists():
         labels = {label for detector in chosen for label in detector.scorers}
         rows = [row for row in _read_rows(csv_path) if row["detector"] not in labels] + rows
@@ -322,8 +345,9 @@ def main(argv=None):
             )
         )
     write_csv(csv_path, rows)
+    runs_path.write_text(json.dumps(runs, indent=1) + "\n")
     write_section(
-        "score_rules", report(rows, args, argv, names), results_dir, args.output / "RESULTS.md"
+        "score_rules", report(rows, args, runs, names), results_dir, args.output / "RESULTS.md"
     )
     print(f"wrote {results_dir / 'score_rules.csv'} and {args.output / 'RESULTS.md'}")
 

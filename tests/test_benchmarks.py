@@ -186,6 +186,10 @@ def test_score_rules_scores_one_fit_by_every_rule_beside_the_peers(tmp_path, imp
     assert [(r["setting"], r["detector"]) for r in merged] == expected
     kept = [r for r in rows if r["detector"] != "IsolationForest"]
     assert [r for r in merged if r["detector"] != "IsolationForest"] == kept
+    score_rules.main(["--output", str(out), "--report-only"])
+    section = (out / "results" / "score_rules.md").read_text()
+    assert "Run of skvae-rules, skvae-pair, knn:" in section
+    assert "Run of iforest:" in section and "--merge" in section
 
 
 def test_a_training_row_is_not_its_own_neighbour(import_script):
