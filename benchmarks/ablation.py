@@ -102,6 +102,16 @@ VARIANTS = {
         {"decoder_variance": "sample"},
         {("skvae._network", "MIN_LOG_VAR"): math.log(0.01)},
     ),
+    "sample variance within x4": (
+        "likelihood: each row's variances, within a factor 4 of the column's learned one",
+        {"decoder_variance": "sample"},
+        {("skvae._network", "SAMPLE_LOG_VAR_RANGE"): math.log(4.0)},
+    ),
+    "sample variance within x16": (
+        "likelihood: each row's variances, within a factor 16 of the column's learned one",
+        {"decoder_variance": "sample"},
+        {("skvae._network", "SAMPLE_LOG_VAR_RANGE"): math.log(16.0)},
+    ),
     "sample variance, floor 0.1": (
         "likelihood: each row's variances, floored at 0.1",
         {"decoder_variance": "sample"},

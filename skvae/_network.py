@@ -30,6 +30,11 @@ MAX_LATENT_LOG_VAR = 8.0
 # Code of a category that was not seen in training.
 UNSEEN_CODE = -1.0
 
+# decoder_variance="sample": None lets the decoder predict each row's
+# log-variances freely; a number c bounds them to the column's learned
+# log-variance +- c (experimental, benchmarks/ablation.py).
+SAMPLE_LOG_VAR_RANGE = None
+
 
 @dataclass(frozen=True)
 class ColumnLayout:
@@ -354,7 +359,10 @@ class VAEModule(nn.Module):
         if self.n_gaussian == 0:
             return location, None
         if self.per_sample_variance:
-            return location, self.output_log_var(h).clamp(MIN_LOG_VAR, MAX_LOG_VAR)
+            log_var = self.output_log_var(h)
+            if SAMPLE_LOG_VAR_RANGE is not None:
+                log_var = self.feature_log_var + SAMPLE_LOG_VAR_RANGE * torch.tanh(log_var)
+            return location, log_var.clamp(MIN_LOG_VAR, MAX_LOG_VAR)
         # Clamped before it is expanded: one value per feature, not per
         # entry (a tenth of a training step's elementwise work otherwise).
         log_var = self.feature_log_var.clamp(MIN_LOG_VAR, MAX_LOG_VAR)

@@ -115,3 +115,28 @@ def test_bernoulli_range_is_checked_in_one_place_for_arrays_and_frames():
     fitted.fit(np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]))
     with pytest.raises(ValueError, match=r"Column 0 .*got values in \[-1, -1\]"):
         fitted.score_samples([[-1.0, 1.0]])
+
+
+def test_bounded_per_row_variance_stays_within_its_range(monkeypatch):
+    """The experimental bound on decoder_variance="sample" (benchmarks/ablation.py):
+    each row's log-variance is the column's +- the range; unset, it is free."""
+    import math
+
+    import torch
+
+    from skvae import _network
+
+    torch.manual_seed(0)
+    module = _network.VAEModule(4, 2, (8,), decoder_variance="sample")
+    with torch.no_grad():
+        module.feature_log_var.copy_(torch.tensor([0.0, -1.0, 1.0, 2.0]))
+        module.output_log_var.weight.mul_(50.0)  # push the free head far out
+    z = torch.randn(64, 2)
+    _, free = module.decode(z)
+    assert (free - module.feature_log_var).abs().max() > math.log(4.0)
+
+    monkeypatch.setattr(_network, "SAMPLE_LOG_VAR_RANGE", math.log(4.0))
+    _, bounded = module.decode(z)
+    offset = bounded - module.feature_log_var
+    assert offset.abs().max() <= math.log(4.0) + 1e-6
+    assert offset.abs().max() > 0.5 * math.log(4.0)  # the head still moves it
