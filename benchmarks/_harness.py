@@ -35,6 +35,7 @@ SECTIONS = [
     "quality",
     "ablation",
     "score_rules",
+    "cross_conformal_power",
     "speed",
     "torch_compile",
     "mixed_types",

@@ -31,6 +31,11 @@ AUTO_TRIM_FRACTION = 0.2
 CROSS_CONFORMAL_FOLDS = 5
 CROSS_CONFORMAL_MIN_ROWS = 2 * CROSS_CONFORMAL_FOLDS  # each fold model fits on >= 8 rows
 CROSS_CONFORMAL_MAX_ROWS = 2000
+# The share of the automatic step budget a fold model trains for. Its
+# p-values stay valid whatever the fold models are; a shorter budget halves
+# the fit time on small tables but costs power (letter: ROC-AUC of the
+# p-values 0.777 -> 0.664 at 0.25; benchmarks/cross_conformal_power.py).
+CROSS_CONFORMAL_BUDGET_SHARE = 1.0
 
 
 def tukey_lower_fence(scores, k=TUKEY_FENCE):
@@ -306,6 +311,8 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
             model = clone(self).set_params(
                 calibration="split", warm_start=False, verbose=False, random_state=int(seed)
             )
+            # A setting of this fit only, not part of the fitted fold model.
+            model._budget_share = CROSS_CONFORMAL_BUDGET_SHARE
             try:
                 model.fit(_safe_indexing(X, others))
             except (ValueError, TrainingDivergedError) as error:
@@ -318,6 +325,8 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
                     stacklevel=3,
                 )
                 return
+            finally:
+                del model._budget_share
             model.calibration_scores_ = np.sort(model.score_samples(_safe_indexing(X, rows)))
             models.append(model)
         self.calibration_models_ = models

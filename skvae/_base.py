@@ -566,7 +566,10 @@ class _BaseVAE(BaseEstimator):
         else:
             x_train, x_val, held_out = self._split(x_all, start.seed)
         batch_size, max_iter, lr_factor = training_budget(
-            x_train.shape[0], self.batch_size, 1 if incremental else self.max_iter
+            x_train.shape[0],
+            self.batch_size,
+            1 if incremental else self.max_iter,
+            getattr(self, "_budget_share", 1.0),
         )
         # The step size a first run starts from (a warm run keeps the one its
         # history carries): larger automatic batches take larger steps.

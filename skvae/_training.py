@@ -152,9 +152,10 @@ class _Run:
         history.interrupted = self.interrupted
 
 
-def training_budget(n_rows, batch_size="auto", max_iter="auto"):
+def training_budget(n_rows, batch_size="auto", max_iter="auto", budget_share=1.0):
     """Rows per batch, number of epochs and step-size factor of a fit on
-    ``n_rows`` training rows; ``"auto"`` entries follow the default budget.
+    ``n_rows`` training rows; ``"auto"`` entries follow the default budget,
+    of which an automatic ``max_iter`` takes ``budget_share``.
 
     An automatic batch larger than ``REFERENCE_BATCH`` scales the step size
     by the square root of the ratio (the gradient noise of a mean over b rows
@@ -168,7 +169,8 @@ def training_budget(n_rows, batch_size="auto", max_iter="auto"):
         factor = math.sqrt(batch_size / REFERENCE_BATCH)
     if max_iter == "auto":
         steps_per_epoch = max(1, math.ceil(n_rows / batch_size))
-        max_iter = max(MIN_EPOCHS, round(BUDGET_STEPS / factor / steps_per_epoch))
+        steps = BUDGET_STEPS * budget_share / factor
+        max_iter = max(MIN_EPOCHS, round(steps / steps_per_epoch))
     return batch_size, max_iter, factor
 
 

@@ -201,6 +201,31 @@ def test_a_training_row_is_not_its_own_neighbour(import_script):
     assert neighbours.distance(X[:1])[0] == 10.0
 
 
+def test_cross_conformal_power_runs_each_share_and_restores_the_library(
+    tmp_path, import_script, monkeypatch
+):
+    from skvae import _anomaly, _training
+
+    power = import_script("cross_conformal_power")
+    monkeypatch.setattr(_training, "BUDGET_STEPS", 30)  # a short budget keeps the test fast
+    monkeypatch.setattr(_anomaly, "CROSS_CONFORMAL_MAX_ROWS", 2000)  # conftest turns it off
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_dataset(data / "1_only.npz", 5)
+    out = tmp_path / "out"
+    power.main(
+        ["--data", str(data), "--shares", "1.0", "0.5", "--seeds", "0"] + ["--output", str(out)]
+    )
+
+    rows = _read(out / "results" / "cross_conformal_power.csv")
+    assert [(r["share"], r["n_fit"]) for r in rows] == [("1.0", "75"), ("0.5", "75")]
+    for row in rows:
+        assert 0.0 <= float(row["normal_p_le_0_05"]) <= float(row["normal_p_le_0_1"]) <= 1.0
+        assert float(row["roc_auc_pvalues"]) > 0.9  # the 8 anomalies sit 6 SDs away
+    assert _anomaly.CROSS_CONFORMAL_BUDGET_SHARE == 1.0
+    assert "## Cross-conformal p-values" in (out / "RESULTS.md").read_text()
+
+
 def test_subsample_follows_the_shared_rule(harness):
     y = np.r_[np.zeros(900, dtype=int), np.ones(100, dtype=int)]
     np.random.RandomState(5).shuffle(y)

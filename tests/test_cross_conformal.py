@@ -190,6 +190,28 @@ def test_a_fold_that_cannot_be_fitted_keeps_split_calibration_under_auto():
 
 def test_the_default_rule_is_cross_up_to_2000_rows():
     assert _anomaly.CROSS_CONFORMAL_MAX_ROWS == 2000 and _anomaly.CROSS_CONFORMAL_MIN_ROWS == 10
+    assert _anomaly.CROSS_CONFORMAL_BUDGET_SHARE == 1.0  # fold models train as the model does
+
+
+def test_fold_models_train_for_their_share_of_the_automatic_budget(monkeypatch):
+    from skvae import _training
+
+    monkeypatch.setattr(_training, "BUDGET_STEPS", 40)  # a short budget keeps the test fast
+    X = gaussian_rows(60, 21)
+    # Neither early stopping nor a flat training loss ends a fit before its budget.
+    params = {**FAST, "max_iter": "auto", "early_stopping": False, "n_iter_no_change": 10**6}
+    params["calibration"] = "cross"
+
+    def epochs(share):
+        monkeypatch.setattr(_anomaly, "CROSS_CONFORMAL_BUDGET_SHARE", share)
+        detector = VAEAnomalyDetector(**params).fit(X)
+        return detector.n_iter_, [model.n_iter_ for model in detector.calibration_models_]
+
+    full, folds = epochs(1.0)  # the default: fold models train as the model does
+    assert folds == [full] * 5
+    main, short = epochs(0.25)
+    assert main == full  # the fitted model itself is untouched
+    assert short == [round(full / 4)] * 5
 
 
 @parametrize_with_checks([VAEAnomalyDetector(**SMALL)])
