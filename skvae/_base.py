@@ -144,10 +144,10 @@ SHARED_PARAMETERS_DOC = """n_components : int, default=8
         ``"constant"`` keeps it. ``partial_fit`` always keeps it constant.
 
     max_iter : int or "auto", default="auto"
-        Number of epochs at most. ``"auto"`` is a budget of 1000 gradient
+        Number of epochs at most. ``"auto"`` is a budget of 1500 gradient
         steps of 256 rows on small data; with ``batch_size="auto"`` larger
-        data takes larger batches and fewer steps (``1000 /
-        sqrt(batch_size / 256)``: 484 steps of 1024 rows for 45,000 rows),
+        data takes larger batches and fewer steps (``1500 /
+        sqrt(batch_size / 256)``: 760 steps of 1024 rows for 45,000 rows),
         at least 5 epochs, so the cost of a fit grows gently with the number
         of rows; ending the budget with the schedule annealed to 0 is
         convergence. An integer ``max_iter`` that is

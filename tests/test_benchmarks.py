@@ -140,16 +140,20 @@ def test_ablation_adds_its_section_beside_the_quality_one(tmp_path, benchmarks):
     out = tmp_path / "out"
     quality.main(["--data", str(data), "--large", "--detectors", "iforest", "--output", str(out)])
     ablation.main(
-        ["--data", str(data), "--seeds", "0", "1", "--variants", "default", "trim 0"]
+        ["--data", str(data), "--seeds", "0", "1", "--variants", "default", "trim 0, budget 1000"]
         + ["--output", str(out)]
     )
 
+    # A variant that moves a library constant leaves it as it found it.
+    from skvae import _training
+
+    assert _training.BUDGET_STEPS == ablation.LIBRARY_CONSTANTS["skvae._training", "BUDGET_STEPS"]
     with open(out / "results" / "ablation.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["setting"], r["detector"], r["seed"]) for r in rows] == [
         (setting, label, seed)
         for setting in ("contaminated", "novelty")
-        for label in ("default", "trim 0")
+        for label in ("default", "trim 0, budget 1000")
         for seed in ("0", "1")
     ]
     # Novelty: half of the 150 normal rows fit the model.

@@ -100,9 +100,12 @@ def test_default_fit_converges_without_warning():
     _, budget_epochs, _ = training_budget(270)  # 10% held out for early stopping
     # The whole budget, or fewer epochs when early stopping ended the fit.
     assert 0 < detector.n_iter_ <= budget_epochs
-    # The annealed steps at the end leave the loss curve flat.
-    tail = detector.loss_curve_[-10:]
-    assert max(tail) - min(tail) < 0.1 * (detector.loss_curve_[0] - min(tail))
+    # The loss curve is no longer falling at the end: the last 10 epochs'
+    # mean is within 3% of the whole descent of the 10 before them (each
+    # epoch's loss is a Monte Carlo estimate, so single epochs still jitter).
+    curve = detector.loss_curve_
+    descent = curve[0] - min(curve)
+    assert abs(np.mean(curve[-10:]) - np.mean(curve[-20:-10])) < 0.03 * descent
 
 
 def test_a_chosen_max_iter_that_is_reached_still_warns():
