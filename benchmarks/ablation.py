@@ -110,6 +110,11 @@ VARIANTS = {
         {},
         {("skvae._training", "ROBUST_TRIM"): 3.0, **OLD_BUDGET},
     ),
+    "trim 0": (
+        "contamination: train on every row (what a user with clean training rows can set)",
+        {"trim_fraction": 0.0},
+        {},
+    ),
     "trim 0, budget 1000": (
         "contamination: train on every row",
         {"trim_fraction": 0.0},

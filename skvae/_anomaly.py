@@ -80,7 +80,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         training loss (and of the validation score). Outliers in the
         training data are the rows the model fits worst, so trimming keeps
         them from being learned as normal (a trimmed-likelihood estimator).
-        ``"auto"`` means 0.2. 0 trains on every row.
+        ``"auto"`` means 0.2. 0 trains on every row: the choice when the
+        training rows are known to be clean (novelty detection), where it
+        learns the tails of the normal rows too (README: measured gain).
 
     calibration : {{"auto", "split", "cross"}}, default="auto"
         Which rows calibrate :meth:`pvalues`. ``"split"``: the early-stopping
