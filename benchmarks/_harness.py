@@ -37,6 +37,7 @@ SECTIONS = [
     "score_rules",
     "cross_conformal_power",
     "speed",
+    "fit_time",
     "torch_compile",
     "mixed_types",
     "real_tables",

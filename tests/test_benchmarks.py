@@ -341,3 +341,47 @@ def test_a_fit_past_the_cpu_cap_or_failing_scores_chance(harness):
         # The anomaly rate of the rows scored: 6 of 60, or 6 of the 33 novelty rows.
         expected = 0.1 if row["setting"] == "contaminated" else round(6 / 33, 4)
         assert row["average_precision"] == pytest.approx(expected)
+
+
+def test_fit_time_times_each_fit_per_table_without_pyod(tmp_path, import_script, monkeypatch):
+    from skvae import _training
+
+    fit_time = import_script("fit_time")
+    monkeypatch.setattr(_training, "BUDGET_STEPS", 30)  # a short budget keeps the test fast
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_dataset(data / "1_only.npz", 6)
+    out = tmp_path / "out"
+    detectors = ["skvae", "skvae, split calibration"]
+    fit_time.main(
+        ["--data", str(data), "--large", str(tmp_path / "none"), "--detectors", *detectors]
+        + ["--output", str(out), "--threads", "1"]
+    )
+
+    rows = _read(out / "results" / "fit_time.csv")
+    assert [(r["setting"], r["n_fit"], r["detector"]) for r in rows] == [
+        (setting, n_fit, label)
+        for setting, n_fit in (("contaminated", "158"), ("novelty", "75"))
+        for label in detectors
+    ]
+    assert all(float(r["wall_s"]) > 0 and float(r["cpu_s"]) >= 0 for r in rows)
+    assert "## Fit time at the defaults" in (out / "RESULTS.md").read_text()
+
+
+def test_fit_time_report_sums_the_tables_and_judges_the_target(import_script):
+    fit_time = import_script("fit_time")
+    labels = ["skvae", "PyOD VAE"]
+    walls = {"a": (1.0, 30.0), "b": (2.0, 4.0)}  # 30x on a, 2x on b; 34 / 3 = 11.3x summed
+    rows = [
+        dict(setting="novelty", dataset=name, n_fit=100, detector=label, seed=0, wall_s=wall)
+        for name, pair in walls.items()
+        for label, wall in zip(labels, pair, strict=True)
+    ]
+    text = fit_time.report(rows, labels, [], 2)
+    assert "| a | 100 | 1.00 | 30.00 | 30.0x |" in text
+    assert "| **sum** |  | **3.0** | **34.0** | **11.3x** |" in text
+    assert "takes 11.3x skvae's default fit (target 10x: holds); 1 of 2 tables" in text
+    rows[-1]["wall_s"] = 40.0  # b: 20x; summed 70 / 3
+    assert "2 of 2 tables" in fit_time.report(rows, labels, [], 2)
+    rows[1]["wall_s"] = 3.0  # a: 3x; summed 43 / 3 = 14.3x, still only 1 table at 10x
+    assert "14.3x" in fit_time.report(rows, labels, [], 2)
