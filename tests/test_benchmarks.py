@@ -354,7 +354,7 @@ def test_fit_time_times_each_fit_per_table_without_pyod(tmp_path, import_script,
     out = tmp_path / "out"
     detectors = ["skvae", "skvae, split calibration"]
     fit_time.main(
-        ["--data", str(data), "--large", str(tmp_path / "none"), "--detectors", *detectors]
+        ["--data", str(data), "--large", "--detectors", *detectors]
         + ["--output", str(out), "--threads", "1"]
     )
 
