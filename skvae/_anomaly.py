@@ -13,7 +13,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
 from . import _likelihoods
-from ._base import SHARED_PARAMETERS_DOC, _BaseVAE, restore_state_on_failure
+from ._base import SHARED_PARAMETERS_DOC, _BaseVAE, fit_stacked, restore_state_on_failure
+from ._stacked import StackedDivergence
 from ._training import TrainingDivergedError
 from .conformal import conformal_pvalues, cross_conformal_pvalues
 
@@ -278,9 +279,14 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
 
     def _fit(self, X, incremental=False):
         X, held_out = super()._fit(X, incremental)
+        self._threshold_from_training(X, held_out)
+        return X, held_out
+
+    def _threshold_from_training(self, X, held_out):
+        """``offset_`` and the split calibration from the trained model's
+        scores of its validated training data X."""
         scores = self._score_samples(X)
         self._set_threshold(scores, scores if held_out is None else scores[held_out])
-        return X, held_out
 
     def _set_threshold(self, scores, calibration_scores):
         """``offset_`` from ``scores`` by the ``contamination`` rule and the
@@ -308,34 +314,55 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         rng = np.random.RandomState(self._seed)
         folds = np.array_split(rng.permutation(n_rows), CROSS_CONFORMAL_FOLDS)
         seeds = rng.randint(np.iinfo(np.int32).max, size=CROSS_CONFORMAL_FOLDS)
-        models = []
-        for rows, seed in zip(folds, seeds, strict=True):
-            others = np.setdiff1d(np.arange(n_rows), rows)
-            model = clone(self).set_params(
-                calibration="split", warm_start=False, verbose=False, random_state=int(seed)
+        try:
+            models = self._fit_fold_models(X, n_rows, folds, seeds)
+        except (ValueError, TrainingDivergedError) as error:
+            if self.calibration == "cross":
+                raise
+            warnings.warn(
+                f"cross-conformal calibration skipped, split calibration kept: a fold "
+                f"model could not be fitted ({str(error).splitlines()[0]})",
+                UserWarning,
+                stacklevel=3,
             )
-            # A setting of this fit only, not part of the fitted fold model.
-            model._budget_share = CROSS_CONFORMAL_BUDGET_SHARE
-            try:
-                model.fit(_safe_indexing(X, others))
-            except (ValueError, TrainingDivergedError) as error:
-                if self.calibration == "cross":
-                    raise
-                warnings.warn(
-                    f"cross-conformal calibration skipped, split calibration kept: a fold "
-                    f"model could not be fitted ({str(error).splitlines()[0]})",
-                    UserWarning,
-                    stacklevel=3,
-                )
-                return
-            finally:
-                del model._budget_share
+            return
+        for model, rows in zip(models, folds, strict=True):
             model.calibration_scores_ = np.sort(model.score_samples(_safe_indexing(X, rows)))
-            models.append(model)
         self.calibration_models_ = models
         self.calibration_scores_ = np.sort(
             np.concatenate([model.calibration_scores_ for model in models])
         )
+
+    def _fit_fold_models(self, X, n_rows, folds, seeds):
+        """One copy of the detector fitted without each fold's rows, seeded
+        from ``seeds``. The copies train as one stacked network
+        (``skvae._stacked``: about 3x faster on small tables) unless their
+        networks differ (a category or a missing value absent from some
+        fold's rows) or one diverges; then one by one."""
+        datasets = [_safe_indexing(X, np.setdiff1d(np.arange(n_rows), rows)) for rows in folds]
+        models = [self._fold_copy(seed) for seed in seeds]
+        try:
+            fitted = fit_stacked(models, datasets)
+        except StackedDivergence:
+            fitted = None
+        if fitted is None:
+            models = [self._fold_copy(seed) for seed in seeds]
+            for model, data in zip(models, datasets, strict=True):
+                model.fit(data)
+        else:
+            for model, (X_model, held_out) in zip(models, fitted, strict=True):
+                model._threshold_from_training(X_model, held_out)
+        for model in models:
+            del model._budget_share
+        return models
+
+    def _fold_copy(self, seed):
+        model = clone(self).set_params(
+            calibration="split", warm_start=False, verbose=False, random_state=int(seed)
+        )
+        # A setting of this fit only, not part of the fitted fold model.
+        model._budget_share = CROSS_CONFORMAL_BUDGET_SHARE
+        return model
 
     def calibrate(self, X):
         """Set ``offset_`` and ``calibration_scores_`` from the rows of X.

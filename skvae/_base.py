@@ -34,6 +34,7 @@ from ._preprocessing import (
     merge_moments,
     standardiser_from_moments,
 )
+from ._stacked import StackedVAE, can_stack, stacked_moments, train_stacked
 from ._training import (
     EVAL_CHUNK_ROWS,
     TrainingHistory,
@@ -560,6 +561,22 @@ class _BaseVAE(BaseEstimator):
         """Train ``start.module`` on ``X`` (one epoch without a validation
         split when ``incremental``) and set the fitted attributes from it.
         Returns the indices of the held-out validation rows, or None."""
+        x_train, x_val, held_out, settings = self._training_setup(X, start, device, incremental)
+        history = train(
+            start.module, start.optimizer, x_train, x_val, settings, start.generator, start.history
+        )
+        if incremental and history.interrupted:
+            # Ctrl-C stops a streaming loop; restore_state_on_failure undoes
+            # the whole call (the batch's statistics and Adam steps included):
+            # a call keeps its epoch or nothing, never half an update.
+            raise KeyboardInterrupt
+        self._store_training(start, device, history, x_val is not None, incremental)
+        return held_out
+
+    def _training_setup(self, X, start, device, incremental):
+        """The training rows, validation rows (or None), the validation rows'
+        indices in X (or None) and the ``TrainingSettings`` of a run on X;
+        sets ``start.optimizer``'s initial step size."""
         x_all = torch.from_numpy(self._standardise(X, start.mean, start.scale)).to(device)
         if incremental:
             x_train, x_val, held_out = x_all, None, None
@@ -585,19 +602,17 @@ class _BaseVAE(BaseEstimator):
             verbose=bool(self.verbose),
             schedule="constant" if incremental else self.learning_rate,
         )
-        module, optimizer = start.module, start.optimizer
-        history = train(module, optimizer, x_train, x_val, settings, start.generator, start.history)
-        if incremental and history.interrupted:
-            # Ctrl-C stops a streaming loop; restore_state_on_failure undoes
-            # the whole call (the batch's statistics and Adam steps included):
-            # a call keeps its epoch or nothing, never half an update.
-            raise KeyboardInterrupt
+        return x_train, x_val, held_out, settings
 
+    def _store_training(self, start, device, history, validated, incremental):
+        """Set the fitted attributes from a finished run on ``start.module``
+        (``validated``: it had validation rows); warn when it was
+        interrupted or cut short by a chosen ``max_iter``."""
         self._moments = start.moments
         self.mean_, self.scale_ = start.mean, start.scale
-        self.module_ = module
+        self.module_ = start.module
         self.device_ = device
-        self._optimizer_state = moments_to_numpy(optimizer.state_dict()["state"])
+        self._optimizer_state = moments_to_numpy(start.optimizer.state_dict()["state"])
         self._seed = start.seed
         # The public attributes are the training record; a warm run rebuilds
         # its history from them (``_resumed_history``), plus the step size, which
@@ -611,9 +626,9 @@ class _BaseVAE(BaseEstimator):
             # a later one keeps those of the fit it continues.
             self.validation_scores_ = getattr(self, "validation_scores_", None)
             self.best_validation_score_ = getattr(self, "best_validation_score_", None)
-            return held_out
-        self.validation_scores_ = list(history.validation_scores) if x_val is not None else None
-        self.best_validation_score_ = history.best_validation_score if x_val is not None else None
+            return
+        self.validation_scores_ = list(history.validation_scores) if validated else None
+        self.best_validation_score_ = history.best_validation_score if validated else None
         if history.interrupted:
             warnings.warn(
                 f"Training interrupted after {history.n_iter} epochs; "
@@ -630,7 +645,6 @@ class _BaseVAE(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=caller_stacklevel(),
             )
-        return held_out
 
     def _trim_fraction(self):
         """Share of each batch left out of the loss; the detector overrides it."""
@@ -884,6 +898,54 @@ class _BaseVAE(BaseEstimator):
             state["module_"] = copy.deepcopy(state["module_"]).cpu()
             state["device_"] = "cpu"
         return state
+
+
+def fit_stacked(estimators, datasets):
+    """First-pass ``fit`` of each estimator on its dataset, training their
+    networks as one stack (``skvae._stacked``) when they can be: the same
+    architecture and column layout, the same batch size and step size, and
+    validation rows for all or none. Returns each validated X and the indices
+    of its validation rows, or None, with nothing fitted, when the networks
+    cannot be stacked. Validation errors are raised as ``fit`` raises them;
+    ``StackedDivergence`` when a member diverges (the caller fits them one by
+    one, where divergence has its own recovery).
+
+    The shared budget is that of the smallest training set, whose rows set
+    the number of steps per epoch.
+    """
+    prepared = []
+    for estimator, X in zip(estimators, datasets, strict=True):
+        hidden = _check_hidden_layer_sizes(estimator.hidden_layer_sizes)
+        device = resolve_device(estimator.device)
+        X = estimator._validate_input(X, reset=True, for_fit=True)
+        start = estimator._initialise(X, hidden, device)
+        x_train, x_val, held_out, settings = estimator._training_setup(X, start, device, False)
+        prepared.append((X, start, device, x_train, x_val, held_out, settings))
+    X_, starts, devices, x_trains, x_vals, held_outs, settings_ = zip(*prepared, strict=True)
+    rates = {start.optimizer.param_groups[0]["lr"] for start in starts}
+    if (
+        len(set(devices)) > 1
+        or len(rates) > 1
+        or len({settings.batch_size for settings in settings_}) > 1
+        or not can_stack([start.module for start in starts], x_trains, x_vals)
+    ):
+        return None
+    smallest = int(np.argmin([x.shape[0] for x in x_trains]))
+    stack = StackedVAE([start.module for start in starts])
+    optimizer = _adam(stack.parameters(), rates.pop(), estimators[0].alpha)
+    histories = train_stacked(
+        stack,
+        optimizer,
+        list(x_trains),
+        list(x_vals),
+        settings_[smallest],
+        [start.generator for start in starts],
+    )
+    members = zip(estimators, starts, histories, x_vals, strict=True)
+    for k, (estimator, start, history, x_val) in enumerate(members):
+        start.optimizer.load_state_dict({"state": stacked_moments(optimizer, k)})
+        estimator._store_training(start, devices[k], history, x_val is not None, False)
+    return list(zip(X_, held_outs, strict=True))
 
 
 def _check_frame_shape(X, min_rows):

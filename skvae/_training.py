@@ -217,6 +217,13 @@ def mean_elbo(module, x, trim_fraction=0.0):
 ROBUST_TRIM = None
 
 
+def rows_kept(n_rows, trim_fraction):
+    """How many of a batch's ``n_rows`` losses the trimmed loss keeps."""
+    if trim_fraction <= 0 or n_rows < 2:
+        return n_rows
+    return max(1, int(math.ceil((1.0 - trim_fraction) * n_rows)))
+
+
 def _batch_loss(row_losses, trim_fraction):
     """Mean loss of the batch, leaving out its worst ``trim_fraction`` rows.
 
@@ -224,10 +231,10 @@ def _batch_loss(row_losses, trim_fraction):
     letting them pull on the weights keeps them anomalous (a trimmed
     likelihood estimator).
     """
-    if trim_fraction <= 0 or row_losses.shape[0] < 2:
-        return row_losses.mean()
     n = row_losses.shape[0]
-    n_drop = n - max(1, int(math.ceil((1.0 - trim_fraction) * n)))
+    n_drop = n - rows_kept(n, trim_fraction)
+    if n_drop == 0:
+        return row_losses.mean()
     if ROBUST_TRIM is not None:
         losses = row_losses.detach()
         median = losses.median()
