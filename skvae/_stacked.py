@@ -185,15 +185,19 @@ def trimmed_means(row_losses, counts, trim_fraction):
     kept = [rows_kept(count, trim_fraction) for count in counts]
     if all(count == n_rows for count in kept):
         return row_losses.mean(dim=1)
-    real, chosen, kept_t = _trim_masks(tuple(counts), tuple(kept), n_rows, row_losses.device)
+    real, chosen, kept_t = _trim_masks(
+        tuple(counts), tuple(kept), n_rows, row_losses.device, torch.is_inference_mode_enabled()
+    )
     ordered = torch.where(real, row_losses, math.inf).sort(dim=1).values
     return torch.where(chosen, ordered, 0.0).sum(dim=1) / kept_t.to(row_losses.dtype)
 
 
 @functools.lru_cache(maxsize=64)
-def _trim_masks(counts, kept, n_rows, device):
+def _trim_masks(counts, kept, n_rows, device, inference):
     """Where each member's real rows are, and its first ``kept`` sorted
-    losses; the same few shapes recur every epoch, so they are kept."""
+    losses; the same few shapes recur every epoch, so they are kept. Masks
+    made under inference mode (validation) are kept apart: autograd refuses
+    them in training."""
     position = torch.arange(n_rows, device=device)
     counts_t = torch.tensor(counts, device=device)
     kept_t = torch.tensor(kept, device=device)

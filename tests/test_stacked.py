@@ -79,6 +79,17 @@ def test_trimmed_means_leave_out_padding_and_the_worst_rows():
     )
 
 
+def test_trimmed_means_work_for_training_after_validation_with_the_same_rows():
+    losses = torch.tensor([[3.0, 1.0, 2.0], [4.0, 8.0, 1.0]])
+    with torch.inference_mode():
+        trimmed_means(losses, [3, 2], 0.4)
+    weights = torch.ones(2, 3, requires_grad=True)
+    trimmed_means(losses * weights, [3, 2], 0.4).sum().backward()
+    # Member 0 keeps its 2 best of 3 rows, member 1 both of its real rows.
+    expected = torch.tensor([[0.0, 1.0 / 2, 2.0 / 2], [4.0 / 2, 8.0 / 2, 0.0]])
+    torch.testing.assert_close(weights.grad, expected)
+
+
 def test_gradient_clipping_is_per_member():
     big, small = torch.full((2, 3), 1000.0), torch.full((2, 3), 0.1)
     parameter = torch.zeros(2, 2, 3, requires_grad=True)
