@@ -34,7 +34,7 @@ from ._preprocessing import (
     merge_moments,
     standardiser_from_moments,
 )
-from ._stacked import StackedVAE, can_stack, stacked_moments, train_stacked
+from ._stacked import StackedVAE, batch_plan, can_stack, stacked_moments, train_stacked
 from ._training import (
     EVAL_CHUNK_ROWS,
     TrainingHistory,
@@ -900,52 +900,73 @@ class _BaseVAE(BaseEstimator):
         return state
 
 
-def fit_stacked(estimators, datasets):
-    """First-pass ``fit`` of each estimator on its dataset, training their
-    networks as one stack (``skvae._stacked``) when they can be: the same
-    architecture and column layout, the same batch size and step size, and
-    validation rows for all or none. Returns each validated X and the indices
-    of its validation rows, or None, with nothing fitted, when the networks
-    cannot be stacked. Validation errors are raised as ``fit`` raises them;
-    ``StackedDivergence`` when a member diverges (the caller fits them one by
-    one, where divergence has its own recovery).
+@dataclass
+class PreparedFit:
+    """A first-pass ``fit`` up to its training: the validated X, the new
+    network (``start``), its device, training and validation rows, the
+    indices of the validation rows in X, and the training settings."""
 
-    The shared budget is that of the smallest training set, whose rows set
-    the number of steps per epoch.
+    X: object
+    start: _Start
+    device: object
+    x_train: torch.Tensor
+    x_val: torch.Tensor | None
+    held_out: np.ndarray | None
+    settings: TrainingSettings
+
+
+def prepare_first_fit(estimator, X):
+    """What ``fit`` does before training, on a new network; raises what
+    ``fit`` raises for bad input."""
+    hidden = _check_hidden_layer_sizes(estimator.hidden_layer_sizes)
+    device = resolve_device(estimator.device)
+    X = estimator._validate_input(X, reset=True, for_fit=True)
+    start = estimator._initialise(X, hidden, device)
+    return PreparedFit(X, start, device, *estimator._training_setup(X, start, device, False))
+
+
+def fit_stacked(estimators, prepared, lead):
+    """Train the prepared fits (``prepare_first_fit``) as one stack
+    (``skvae._stacked``) and set each estimator's fitted attributes as its
+    ``fit`` would. Returns False, with nothing trained, when they cannot be
+    stacked: another architecture or column layout, device or step size,
+    validation rows for some only, or a training set with fewer rows than
+    the steps of an epoch. Raises ``StackedDivergence`` when a member
+    diverges (the caller then fits them one by one, where divergence has its
+    own recovery).
+
+    Member ``lead`` trains exactly as its own fit would. The others take its
+    budget, schedule and steps per epoch: their own batches where those make
+    as many steps, else as many nearly equal ones.
     """
-    prepared = []
-    for estimator, X in zip(estimators, datasets, strict=True):
-        hidden = _check_hidden_layer_sizes(estimator.hidden_layer_sizes)
-        device = resolve_device(estimator.device)
-        X = estimator._validate_input(X, reset=True, for_fit=True)
-        start = estimator._initialise(X, hidden, device)
-        x_train, x_val, held_out, settings = estimator._training_setup(X, start, device, False)
-        prepared.append((X, start, device, x_train, x_val, held_out, settings))
-    X_, starts, devices, x_trains, x_vals, held_outs, settings_ = zip(*prepared, strict=True)
-    rates = {start.optimizer.param_groups[0]["lr"] for start in starts}
+    leader = prepared[lead]
+    steps = math.ceil(leader.x_train.shape[0] / leader.settings.batch_size)
+    plans = [batch_plan(p.x_train.shape[0], leader.settings.batch_size, steps) for p in prepared]
+    rates = {p.start.optimizer.param_groups[0]["lr"] for p in prepared}
+    modules = [p.start.module for p in prepared]
     if (
-        len(set(devices)) > 1
+        len({p.device for p in prepared}) > 1
         or len(rates) > 1
-        or len({settings.batch_size for settings in settings_}) > 1
-        or not can_stack([start.module for start in starts], x_trains, x_vals)
+        or None in plans
+        or not can_stack(modules, [p.x_train for p in prepared], [p.x_val for p in prepared])
     ):
-        return None
-    smallest = int(np.argmin([x.shape[0] for x in x_trains]))
-    stack = StackedVAE([start.module for start in starts])
-    optimizer = _adam(stack.parameters(), rates.pop(), estimators[0].alpha)
+        return False
+    stack = StackedVAE(modules)
+    optimizer = _adam(stack.parameters(), rates.pop(), estimators[lead].alpha)
     histories = train_stacked(
         stack,
         optimizer,
-        list(x_trains),
-        list(x_vals),
-        settings_[smallest],
-        [start.generator for start in starts],
+        [p.x_train for p in prepared],
+        [p.x_val for p in prepared],
+        leader.settings,
+        [p.start.generator for p in prepared],
+        plans,
     )
-    members = zip(estimators, starts, histories, x_vals, strict=True)
-    for k, (estimator, start, history, x_val) in enumerate(members):
-        start.optimizer.load_state_dict({"state": stacked_moments(optimizer, k)})
-        estimator._store_training(start, devices[k], history, x_val is not None, False)
-    return list(zip(X_, held_outs, strict=True))
+    members = zip(estimators, prepared, histories, strict=True)
+    for k, (estimator, fit, history) in enumerate(members):
+        fit.start.optimizer.load_state_dict({"state": stacked_moments(optimizer, k)})
+        estimator._store_training(fit.start, fit.device, history, fit.x_val is not None, False)
+    return True
 
 
 def _check_frame_shape(X, min_rows):

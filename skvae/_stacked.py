@@ -1,30 +1,36 @@
 """Several VAEs of one architecture trained as one network. Torch only.
 
-Cross-conformal calibration fits 5 fold models, each on nearly the same
-number of rows. On small tables a training step is mostly per-operation
-overhead (Python, dispatch, autograd bookkeeping), not arithmetic: stacking
-the members' weights along a leading dimension and running each layer as one
-batched matrix product makes a step of 5 members cost about 1.6 steps of one.
-The 5 fold models of a default fit, one thread: 4.50 s instead of 8.34 s on
-breastw's 222-row novelty half, 4.88 s instead of 10.59 s on cardio's 827
-rows, 4.62 s instead of 8.02 s on letter's 750 (measured during development;
-``benchmarks/fit_time.py`` times whole fits against PyOD's).
+A cross-conformally calibrated fit trains 6 networks: the model and 5 fold
+models on 80% of the rows each. On small tables a training step is mostly
+per-operation overhead (Python, dispatch, autograd bookkeeping), not
+arithmetic: stacking the members' weights along a leading dimension and
+running each layer as one batched matrix product makes a step of 5 members
+cost about 1.6 steps of one. The 5 fold models alone, one thread: 4.50 s
+instead of 8.34 s on breastw's 222-row novelty half, 4.88 s instead of
+10.59 s on cardio's 827 rows, 4.62 s instead of 8.02 s on letter's 750
+(measured during development; ``benchmarks/fit_time.py`` times whole fits
+against PyOD's).
 
 Each member keeps what a fit of its own has: its rows, validation rows and
 random stream; Adam's moments (elementwise, so stacking changes nothing);
 gradient clipping, early stopping and best weights. The members share the
-schedule: every epoch has the steps of the smallest training set, the last
-batch taking the rest of each member's rows (at most a row or two more).
+lead member's budget, schedule and steps per epoch; each takes its own
+batches where they make as many steps (the lead always does, so it trains
+exactly as on its own), else as many nearly equal ones.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_map
+
+# tqdm.std, not tqdm.auto, as in _training.
+from tqdm import tqdm
 
 from . import _training
 from ._likelihoods import elbo
@@ -252,12 +258,26 @@ def can_stack(modules, x_trains, x_vals):
     )
 
 
-def train_stacked(stack, optimizer, x_trains, x_vals, settings, generators):
+def batch_plan(n_rows, batch_size, steps):
+    """The batch sizes of one epoch over ``n_rows`` rows in ``steps`` steps:
+    those of ``batch_size``-row batches (what a fit of its own takes) when
+    they make ``steps`` batches, else ``steps`` nearly equal ones; None when
+    there are fewer rows than steps."""
+    if n_rows < steps:
+        return None
+    if math.ceil(n_rows / batch_size) == steps:
+        return [batch_size] * (steps - 1) + [n_rows - (steps - 1) * batch_size]
+    return [len(part) for part in torch.arange(n_rows).tensor_split(steps)]
+
+
+def train_stacked(stack, optimizer, x_trains, x_vals, settings, generators, plans):
     """``_training.train`` for every member of ``stack`` at once; returns one
     ``TrainingHistory`` per member and leaves each member's module with its
-    best weights. ``settings`` (batch size, budget, schedule) are shared;
-    ``optimizer`` holds the stacked weights. Raises ``StackedDivergence``
-    when any member's loss or weights stop being finite.
+    best weights. Member k's epochs take batches of ``plans[k]`` rows (one
+    plan per member, all of one length, the steps per epoch); the budget and
+    schedule of ``settings`` are shared; ``optimizer`` holds the stacked
+    weights. Raises ``StackedDivergence`` when any member's loss or weights
+    stop being finite.
     """
     n_members = stack.n_members
     histories = [TrainingHistory() for _ in range(n_members)]
@@ -267,10 +287,9 @@ def train_stacked(stack, optimizer, x_trains, x_vals, settings, generators):
         history.learning_rate = learning_rate
     weights = [_MemberWeights(stack, k) for k in range(n_members)]
     best_states = [w.copy() for w in weights]
-    counts = [x.shape[0] for x in x_trains]
     x_val = None if x_vals[0] is None else _padded(x_vals, max(x.shape[0] for x in x_vals))
     val_counts = None if x_val is None else [x.shape[0] for x in x_vals]
-    steps_per_epoch = math.ceil(min(counts) / settings.batch_size)
+    progress = _progress(settings, n_members)
     held = _HeldInterrupts()
     try:
         for epoch in range(settings.max_iter):
@@ -279,16 +298,7 @@ def train_stacked(stack, optimizer, x_trains, x_vals, settings, generators):
                 break
             beta = kl_weight(settings, epoch)
             losses = _stacked_epoch(
-                stack,
-                optimizer,
-                x_trains,
-                counts,
-                settings,
-                beta,
-                generators,
-                learning_rate,
-                epoch,
-                steps_per_epoch,
+                stack, optimizer, x_trains, plans, settings, beta, generators, learning_rate, epoch
             )
             validation = (
                 [None] * n_members
@@ -306,9 +316,16 @@ def train_stacked(stack, optimizer, x_trains, x_vals, settings, generators):
                         weights[k],
                         best_states[k],
                     )
+                progress.update(1)
+                progress.set_postfix(
+                    loss=f"{losses[0]:.4g}",
+                    **({} if x_val is None else {"val_elbo": f"{validation[0]:.4g}"}),
+                )
     except KeyboardInterrupt:
         for run in runs:
             run.interrupted = True
+    finally:
+        progress.close()
     with _HeldInterrupts(raise_pending=False) as final:
         stack.write_to_members(best_states)
         for module in stack.members:
@@ -319,32 +336,47 @@ def train_stacked(stack, optimizer, x_trains, x_vals, settings, generators):
     return histories
 
 
-def _stacked_epoch(
-    stack, optimizer, x_trains, counts, settings, beta, generators, base_lr, epoch, steps
-):
-    """One pass over every member's rows in its own random order; returns
-    each member's mean loss. The last of ``steps`` batches takes the rest of
-    each member's rows."""
-    shuffled = _padded(
-        [
-            x[torch.randperm(x.shape[0], generator=g, device="cpu").to(x.device)]
-            for x, g in zip(x_trains, generators, strict=True)
-        ],
-        max(counts),
+def _progress(settings, n_members):
+    """``train``'s progress bar, for the first member (the model whose fold
+    models the others are)."""
+    return tqdm(
+        total=settings.max_iter,
+        disable=None if settings.verbose else True,  # None: silent unless stderr is a terminal
+        file=sys.stderr,
+        desc=f"skvae fit ({n_members} networks)",
+        unit="epoch",
     )
+
+
+def _epoch_batches(x_trains, plans, generators):
+    """Every member's rows in its own random order, cut by its plan: a
+    (steps, members, widest batch, columns) tensor, zeros after each
+    member's rows of a step."""
+    steps, widest = len(plans[0]), max(max(plan) for plan in plans)
+    first = x_trains[0]
+    out = first.new_zeros((steps, len(plans), widest, first.shape[1]))
+    for k, (x, plan, g) in enumerate(zip(x_trains, plans, generators, strict=True)):
+        shuffled = x[torch.randperm(x.shape[0], generator=g, device="cpu").to(x.device)]
+        for step, batch in enumerate(shuffled.split(plan)):
+            out[step, k, : batch.shape[0]] = batch
+    return out
+
+
+def _stacked_epoch(stack, optimizer, x_trains, plans, settings, beta, generators, base_lr, epoch):
+    """One pass over every member's rows in its own random order; returns
+    each member's mean loss."""
+    batches = _epoch_batches(x_trains, plans, generators)
     parameters = stack.parameters()
-    totals = [0.0] * len(counts)
+    n_members, steps = len(plans), len(plans[0])
+    totals = [0.0] * n_members
     total_steps = settings.max_iter * steps
-    batch_size = settings.batch_size
     for step in range(steps):
         if settings.schedule == "cosine":
             learning_rate = base_lr * cosine_schedule(epoch * steps + step, total_steps)
             optimizer.param_groups[0]["lr"] = learning_rate
-        start = step * batch_size
-        stop = start + batch_size if step < steps - 1 else max(counts)
-        rows = [min(count, stop) - start for count in counts]
-        batch = shuffled[:, start:stop]
-        noise = batch.new_zeros((len(counts), stop - start, stack.n_components))
+        rows = [plan[step] for plan in plans]
+        batch = batches[step]
+        noise = batch.new_zeros((n_members, batch.shape[1], stack.n_components))
         for k, (n, g) in enumerate(zip(rows, generators, strict=True)):
             noise[k, :n] = torch.randn((n, stack.n_components), generator=g, device="cpu")
         row_losses = -elbo(stack, batch, noise, beta)
@@ -361,4 +393,4 @@ def _stacked_epoch(
     # As in _training._run_epoch: a step to non-finite weights is divergence.
     if not _weights_finite(parameters):
         raise StackedDivergence
-    return [total / count for total, count in zip(totals, counts, strict=True)]
+    return [total / x.shape[0] for total, x in zip(totals, x_trains, strict=True)]

@@ -15,6 +15,7 @@ from skvae._network import ColumnLayout, VAEModule
 from skvae._stacked import (
     StackedVAE,
     _clip_member_gradients,
+    batch_plan,
     can_stack,
     stacked_moments,
     train_stacked,
@@ -114,7 +115,8 @@ def test_stacked_training_matches_training_one_by_one():
     stack = StackedVAE(stack_modules)
     optimizer = Adam(stack.parameters(), 1e-2)
     generators = [torch.Generator().manual_seed(20 + k) for k in range(3)]
-    histories = train_stacked(stack, optimizer, x_trains, x_vals, settings, generators)
+    plans = [batch_plan(40, 16, 3)] * 3
+    histories = train_stacked(stack, optimizer, x_trains, x_vals, settings, generators, plans)
     for k, module in enumerate(_members(3, MIXED)):
         alone_optimizer = Adam(module.parameters(), 1e-2)
         generator = torch.Generator().manual_seed(20 + k)
@@ -146,6 +148,7 @@ def test_stacked_members_stop_early_on_their_own_and_keep_their_best_weights():
         x_vals,
         settings,
         [torch.Generator().manual_seed(k) for k in range(2)],
+        [[16, 14], [15, 15]],  # the members' own batches differ
     )
     assert histories[1].stopped_early and histories[1].n_iter < histories[0].n_iter
     for history, module, x_val in zip(histories, stack.members, x_vals, strict=True):
@@ -162,6 +165,7 @@ def test_stacked_training_raises_on_divergence():
     stack = StackedVAE(_members(2))
     x = [torch.randn(20, 4), torch.randn(20, 4)]
     x[1][3, 2] = 1e30  # its squared error overflows float32
+    generators = [torch.Generator().manual_seed(k) for k in range(2)]
     with pytest.raises(stacked_module.StackedDivergence):
         train_stacked(
             stack,
@@ -169,8 +173,17 @@ def test_stacked_training_raises_on_divergence():
             x,
             [None, None],
             _settings(),
-            [torch.Generator().manual_seed(k) for k in range(2)],
+            generators,
+            [[16, 4], [16, 4]],
         )
+
+
+def test_batch_plans_keep_a_members_own_batches_when_they_make_as_many_steps():
+    assert batch_plan(40, 16, 3) == [16, 16, 8]
+    assert batch_plan(33, 16, 3) == [16, 16, 1]
+    assert batch_plan(30, 16, 3) == [10, 10, 10]  # 2 own batches: 3 equal ones
+    assert batch_plan(9, 4, 4) == [3, 2, 2, 2]  # 4-row batches would make 3
+    assert batch_plan(3, 4, 4) is None
 
 
 def test_can_stack_needs_one_architecture_and_validation_for_all_or_none():
@@ -184,9 +197,9 @@ def _spy_on_stacked_training(monkeypatch):
     calls = []
     real = anomaly_module.fit_stacked
 
-    def spy(models, datasets):
-        result = real(models, datasets)
-        calls.append(result is not None)
+    def spy(estimators, prepared, lead):
+        result = real(estimators, prepared, lead)
+        calls.append((len(estimators), result))
         return result
 
     monkeypatch.setattr(anomaly_module, "fit_stacked", spy)
@@ -197,27 +210,38 @@ def _small_table(n=60, seed=0):
     return np.random.RandomState(seed).randn(n, 3)
 
 
-def test_cross_calibration_trains_the_fold_models_as_one_stack(monkeypatch):
+def test_a_fit_and_its_fold_models_train_as_one_stack(monkeypatch):
     calls = _spy_on_stacked_training(monkeypatch)
     X = _small_table()
     detector = VAEAnomalyDetector(random_state=0, max_iter=5, calibration="cross").fit(X)
-    assert calls == [True]
+    assert calls == [(6, True)]
     models = detector.calibration_models_
-    assert len(models) == 5 and len({id(m.module_) for m in models}) == 5
-    for model in models:
-        assert (
-            model.n_iter_ >= 1
-            and model.validation_scores_ is None
-            or len(model.validation_scores_) == model.n_iter_
-        )
+    assert len(models) == 5
+    assert len({id(m.module_) for m in [detector, *models]}) == 6
+    for model in [detector, *models]:
+        assert model.n_iter_ == 5 and len(model.validation_scores_) == 5
         assert not hasattr(model, "_budget_share")
         assert np.isfinite(model.offset_)
-    # Each fold model is a working detector on its own, and the p-values
-    # are deterministic.
+    # The model itself trains as it does on its own (split calibration).
+    alone = VAEAnomalyDetector(random_state=0, max_iter=5, calibration="split").fit(X)
+    np.testing.assert_allclose(detector.score_samples(X), alone.score_samples(X), rtol=1e-5)
+    assert detector.loss_curve_ == pytest.approx(alone.loss_curve_, rel=1e-5)
+    assert detector.offset_ == pytest.approx(alone.offset_, rel=1e-5)
+    # Deterministic, and each fold model is a working detector.
     again = VAEAnomalyDetector(random_state=0, max_iter=5, calibration="cross").fit(X)
     np.testing.assert_array_equal(detector.pvalues(X), again.pvalues(X))
     np.testing.assert_array_equal(detector.calibration_scores_, again.calibration_scores_)
     assert np.isfinite(models[0].score_samples(X)).all()
+
+
+def test_a_warm_refit_keeps_its_model_and_stacks_the_fold_models_only(monkeypatch):
+    X = _small_table()
+    detector = VAEAnomalyDetector(random_state=0, max_iter=3, calibration="cross", warm_start=True)
+    detector.fit(X)
+    calls = _spy_on_stacked_training(monkeypatch)
+    detector.fit(X)
+    assert calls == [(5, True)]
+    assert detector.n_iter_ == 6 and len(detector.calibration_models_) == 5
 
 
 def test_fold_models_with_different_layouts_are_fitted_one_by_one(monkeypatch):
@@ -226,7 +250,7 @@ def test_fold_models_with_different_layouts_are_fitted_one_by_one(monkeypatch):
     frame = pd.DataFrame({"a": rng.randn(40), "b": rng.randn(40)})
     frame.loc[3, "a"] = np.nan  # only the folds without row 3 lack the indicator
     detector = VAEAnomalyDetector(random_state=0, max_iter=3, calibration="cross").fit(frame)
-    assert calls == [False]
+    assert calls == [(6, False), (5, False)]
     assert len(detector.calibration_models_) == 5
     with_indicator = [bool(m.module_.masked_columns) for m in detector.calibration_models_]
     assert sorted(with_indicator) == [False, True, True, True, True]
@@ -242,6 +266,37 @@ def test_a_diverging_stack_falls_back_to_one_by_one(monkeypatch):
     monkeypatch.setattr("skvae._base.train_stacked", diverge)
     X = _small_table()
     detector = VAEAnomalyDetector(random_state=0, max_iter=3, calibration="cross").fit(X)
-    assert calls == [1]
+    assert calls == [1, 1]  # the fit with its fold models, then the fold models alone
     assert len(detector.calibration_models_) == 5
     assert all(m.n_iter_ >= 1 for m in detector.calibration_models_)
+
+
+def test_ctrl_c_stops_every_fold_model_at_once_and_keeps_their_best_weights(monkeypatch):
+    real = stacked_module._stacked_epoch
+    epochs = []
+
+    def interrupted_on_the_third_epoch(*args, **kwargs):
+        epochs.append(1)
+        if len(epochs) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stacked_module, "_stacked_epoch", interrupted_on_the_third_epoch)
+    X = _small_table()
+    with pytest.warns(RuntimeWarning, match="interrupted after 2 epochs"):
+        detector = VAEAnomalyDetector(random_state=0, max_iter=20, calibration="cross").fit(X)
+    assert len(epochs) == 3
+    assert detector.n_iter_ == 2
+    assert [m.n_iter_ for m in detector.calibration_models_] == [2] * 5
+    assert np.isfinite(detector.pvalues(X)).all()
+
+
+def test_verbose_shows_the_progress_of_a_stacked_fit(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    VAEAnomalyDetector(random_state=0, max_iter=3, calibration="cross", verbose=True).fit(
+        _small_table()
+    )
+    err = capsys.readouterr().err
+    assert "6 networks" in err and "3/3" in err and "val_elbo=" in err
