@@ -44,6 +44,11 @@ CROSS_CONFORMAL_MAX_ROWS = 2000
 # long training (letter: ROC-AUC of the p-values 0.806 -> 0.692 at 0.25,
 # mean over six tables 0.932 -> 0.920; benchmarks/cross_conformal_power.py).
 CROSS_CONFORMAL_BUDGET_SHARE = 1.0
+# Up to this many rows a fit and its fold models train as one stacked network
+# (skvae._stacked), which holds every member's rows at once (about 10 copies
+# of the data). Beyond, automatic batches grow past 256 rows, a step is
+# arithmetic more than overhead and stacking gains little: one by one.
+STACKED_MAX_ROWS = 8192
 
 
 def tukey_lower_fence(scores, k=TUKEY_FENCE):
@@ -316,7 +321,10 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
             n_rows = _num_samples(X)
         except TypeError:
             return False
-        if not self._calibrates_cross(n_rows) or n_rows < CROSS_CONFORMAL_MIN_ROWS:
+        if (
+            not self._calibrates_cross(n_rows)
+            or not CROSS_CONFORMAL_MIN_ROWS <= n_rows <= STACKED_MAX_ROWS
+        ):
             return False
         main = prepare_first_fit(self, X)
         X = X if hasattr(X, "iloc") else np.asarray(X)  # lists: rows by index
@@ -404,15 +412,18 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         from ``seeds``. The copies train as one stacked network
         (``skvae._stacked``) on the schedule of the smallest, unless their
         networks differ (a category or a missing value absent from some
-        fold's rows) or one diverges; then one by one."""
+        fold's rows), one diverges or X has more than ``STACKED_MAX_ROWS``
+        rows; then one by one."""
         datasets = [_safe_indexing(X, _other_rows(rows, n_rows)) for rows in folds]
         models = [self._fold_copy(seed) for seed in seeds]
-        prepared = [prepare_first_fit(m, data) for m, data in zip(models, datasets, strict=True)]
-        smallest = int(np.argmin([fit.x_train.shape[0] for fit in prepared]))
-        try:
-            stacked = fit_stacked(models, prepared, lead=smallest)
-        except StackedDivergence:
-            stacked = False
+        stacked = False
+        if n_rows <= STACKED_MAX_ROWS:
+            prepared = [prepare_first_fit(m, x) for m, x in zip(models, datasets, strict=True)]
+            smallest = int(np.argmin([fit.x_train.shape[0] for fit in prepared]))
+            try:
+                stacked = fit_stacked(models, prepared, lead=smallest)
+            except StackedDivergence:
+                pass
         if not stacked:
             models = [self._fold_copy(seed) for seed in seeds]
             for model, data in zip(models, datasets, strict=True):

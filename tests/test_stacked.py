@@ -300,3 +300,11 @@ def test_verbose_shows_the_progress_of_a_stacked_fit(capsys, monkeypatch):
     )
     err = capsys.readouterr().err
     assert "6 networks" in err and "3/3" in err and "val_elbo=" in err
+
+
+def test_large_tables_fit_their_fold_models_one_by_one(monkeypatch):
+    calls = _spy_on_stacked_training(monkeypatch)
+    monkeypatch.setattr(anomaly_module, "STACKED_MAX_ROWS", 59)
+    detector = VAEAnomalyDetector(random_state=0, max_iter=2, calibration="cross")
+    detector.fit(_small_table(60))
+    assert calls == [] and len(detector.calibration_models_) == 5
