@@ -71,6 +71,26 @@ def _other_rows(rows, n_rows):
     return np.setdiff1d(np.arange(n_rows), rows)
 
 
+def _indexable_rows(X):
+    """X as ``_safe_indexing`` takes rows of it: frames as they are, lists and
+    other array-likes as arrays."""
+    return X if hasattr(X, "iloc") else np.asarray(X)
+
+
+def _fit_detectors_stacked(detectors, prepared, lead):
+    """``fit_stacked``, then each detector's threshold and split calibration
+    as its ``fit`` sets them. False, with nothing kept, when the networks
+    cannot be stacked or one diverges."""
+    try:
+        if not fit_stacked(detectors, prepared, lead):
+            return False
+    except StackedDivergence:
+        return False
+    for detector, fit in zip(detectors, prepared, strict=True):
+        detector._threshold_from_training(fit.X, fit.held_out)
+    return True
+
+
 class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
     """Unsupervised outlier detection with a variational autoencoder.
 
@@ -330,7 +350,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         ):
             return False
         main = prepare_first_fit(self, X)
-        X = X if hasattr(X, "iloc") else np.asarray(X)  # lists: rows by index
+        X = _indexable_rows(X)
         folds, seeds = _fold_split(main.start.seed, n_rows)
         models = [self._fold_copy(seed) for seed in seeds]
         try:
@@ -340,14 +360,8 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
             ]
         except ValueError:  # a fold that cannot be fitted: reported on the usual path
             return False
-        try:
-            if not fit_stacked([self, *models], [main, *prepared], lead=0):
-                return False
-        except StackedDivergence:
+        if not _fit_detectors_stacked([self, *models], [main, *prepared], lead=0):
             return False
-        self._threshold_from_training(main.X, main.held_out)
-        for model, fit in zip(models, prepared, strict=True):
-            model._threshold_from_training(fit.X, fit.held_out)
         self._keep_fold_models(X, models, folds)
         return True
 
@@ -383,8 +397,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
                 f"calibration='cross' needs at least {CROSS_CONFORMAL_MIN_ROWS} rows "
                 f"({CROSS_CONFORMAL_FOLDS} folds); X has {n_rows}. Use calibration='split'."
             )
-        if not hasattr(X, "iloc"):  # lists and array-likes: rows by index
-            X = np.asarray(X)
+        X = _indexable_rows(X)
         folds, seeds = _fold_split(self._seed, n_rows)
         try:
             models = self._fit_fold_models(X, n_rows, folds, seeds)
@@ -419,21 +432,14 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         rows; then one by one."""
         datasets = [_safe_indexing(X, _other_rows(rows, n_rows)) for rows in folds]
         models = [self._fold_copy(seed) for seed in seeds]
-        stacked = False
         if n_rows <= STACKED_MAX_ROWS:
             prepared = [prepare_first_fit(m, x) for m, x in zip(models, datasets, strict=True)]
             smallest = int(np.argmin([fit.x_train.shape[0] for fit in prepared]))
-            try:
-                stacked = fit_stacked(models, prepared, lead=smallest)
-            except StackedDivergence:
-                pass
-        if not stacked:
-            models = [self._fold_copy(seed) for seed in seeds]
-            for model, data in zip(models, datasets, strict=True):
-                model.fit(data)
-            return models
-        for model, fit in zip(models, prepared, strict=True):
-            model._threshold_from_training(fit.X, fit.held_out)
+            if _fit_detectors_stacked(models, prepared, lead=smallest):
+                return models
+        models = [self._fold_copy(seed) for seed in seeds]
+        for model, data in zip(models, datasets, strict=True):
+            model.fit(data)
         return models
 
     def _fold_copy(self, seed):

@@ -23,14 +23,10 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_map
-
-# tqdm.std, not tqdm.auto, as in _training.
-from tqdm import tqdm
 
 from . import _training
 from ._likelihoods import elbo
@@ -42,9 +38,11 @@ from ._training import (
     _end_of_epoch,
     _HeldInterrupts,
     _Run,
+    _Weights,
     _weights_finite,
     cosine_schedule,
     kl_weight,
+    progress_bar,
     rows_kept,
 )
 
@@ -143,8 +141,9 @@ class StackedVAE:
         return out.reshape(*leading, out.shape[-1])
 
     def member_weights(self, k):
-        """Member ``k``'s weights, in ``named_parameters`` order (views)."""
-        return [self.stacked[name][k] for name in self.names]
+        """Member ``k``'s weights, in ``named_parameters`` order (views that
+        follow training, outside autograd)."""
+        return [self.stacked[name].detach()[k] for name in self.names]
 
     @torch.no_grad()
     def write_to_members(self, snapshots):
@@ -167,20 +166,6 @@ def stacked_moments(optimizer, k):
         }
         for index, entry in state.items()
     }
-
-
-class _MemberWeights:
-    """``_training._Weights``'s ``save`` for one member of a stack."""
-
-    def __init__(self, stack, k):
-        self.live = stack.member_weights(k)
-
-    def copy(self):
-        return [tensor.detach().clone() for tensor in self.live]
-
-    def save(self, snapshot):
-        with torch.no_grad():
-            torch._foreach_copy_(snapshot, self.live)
 
 
 def trimmed_means(row_losses, counts, trim_fraction):
@@ -285,11 +270,12 @@ def train_stacked(stack, optimizer, x_trains, x_vals, settings, generators, plan
     learning_rate = optimizer.param_groups[0]["lr"]
     for history in histories:
         history.learning_rate = learning_rate
-    weights = [_MemberWeights(stack, k) for k in range(n_members)]
+    weights = [_Weights(live=stack.member_weights(k)) for k in range(n_members)]
     best_states = [w.copy() for w in weights]
     x_val = None if x_vals[0] is None else _padded(x_vals, max(x.shape[0] for x in x_vals))
     val_counts = None if x_val is None else [x.shape[0] for x in x_vals]
-    progress = _progress(settings, n_members)
+    # The bar shows the first member: the model whose fold models the others are.
+    progress = progress_bar(settings, f"skvae fit ({n_members} networks)")
     held = _HeldInterrupts()
     try:
         for epoch in range(settings.max_iter):
@@ -334,18 +320,6 @@ def train_stacked(stack, optimizer, x_trains, x_vals, settings, generators, plan
         run.interrupted = run.interrupted or final.pending
         run.record_in(history)
     return histories
-
-
-def _progress(settings, n_members):
-    """``train``'s progress bar, for the first member (the model whose fold
-    models the others are)."""
-    return tqdm(
-        total=settings.max_iter,
-        disable=None if settings.verbose else True,  # None: silent unless stderr is a terminal
-        file=sys.stderr,
-        desc=f"skvae fit ({n_members} networks)",
-        unit="epoch",
-    )
 
 
 def _epoch_batches(x_trains, plans, generators):

@@ -316,9 +316,10 @@ class _Weights:
     on small data; copying into the same tensors costs next to nothing.
     """
 
-    def __init__(self, module):
-        # state_dict values share storage with the live parameters.
-        self.live = list(module.state_dict().values())
+    def __init__(self, module=None, live=None):
+        # state_dict values share storage with the live parameters; ``live``
+        # gives such tensors directly (one member's share of a stack).
+        self.live = list(module.state_dict().values()) if live is None else live
 
     def copy(self):
         return [tensor.detach().clone() for tensor in self.live]
@@ -422,6 +423,17 @@ def _end_of_epoch(history, run, loss, validation_score, settings, weights, best_
     return run.stopped_early
 
 
+def progress_bar(settings, desc="skvae fit"):
+    """The epochs' progress bar, shown with ``verbose`` on a terminal."""
+    return tqdm(
+        total=settings.max_iter,
+        disable=None if settings.verbose else True,  # None: silent unless stderr is a terminal
+        file=sys.stderr,
+        desc=desc,
+        unit="epoch",
+    )
+
+
 def train(module, optimizer, x_train, x_val, settings, generator, history=None):
     """Train ``module`` in place for up to ``settings.max_iter`` epochs.
 
@@ -443,13 +455,7 @@ def train(module, optimizer, x_train, x_val, settings, generator, history=None):
     good_state = weights.copy()
     retries = 0
     epoch = 0
-    progress = tqdm(
-        total=settings.max_iter,
-        disable=None if settings.verbose else True,  # None: silent unless stderr is a terminal
-        file=sys.stderr,
-        desc="skvae fit",
-        unit="epoch",
-    )
+    progress = progress_bar(settings)
     grad_enabled = torch.is_grad_enabled()
     held = _HeldInterrupts()
     try:
