@@ -8,6 +8,7 @@ from numbers import Real
 import numpy as np
 import pandas as pd
 from sklearn.base import OutlierMixin, _fit_context, clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted
@@ -22,6 +23,7 @@ from ._base import (
 )
 from ._stacked import StackedDivergence
 from ._training import TrainingDivergedError
+from ._warnings import caller_stacklevel
 from .conformal import conformal_pvalues, cross_conformal_pvalues
 
 # contamination="auto": Tukey's lower fence on the training scores.
@@ -138,7 +140,8 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         rows are split into 5 folds and a copy of the detector is fitted
         without each fold, so every row is scored by a model that never
         trained on it; a new row's p-value counts, fold by fold, the rows
-        scoring at most its score under that fold's model. It costs 5 more
+        scoring at most its score under that fold's model. The copies read
+        the columns as the model does (``column_schema_``). It costs 5 more
         fits on 80% of the rows, trained with the model as one stacked
         network (the fit takes 2 to 2.7 times as long as with split
         calibration on 200 to 2,000 rows; README), 5 more scorings
@@ -415,9 +418,19 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
 
     def _keep_fold_models(self, X, models, folds):
         """Keep the fitted fold models, each with its fold's scores."""
+        unconverged = 0
         for model, rows in zip(models, folds, strict=True):
             model.calibration_scores_ = np.sort(model.score_samples(_safe_indexing(X, rows)))
-            model.__dict__.pop("_budget_share", None)
+            for setting in ("_budget_share", "_fixed_schema", "_fold_model"):
+                model.__dict__.pop(setting, None)
+            unconverged += model.__dict__.pop("_reached_max_iter", False)
+        if unconverged:
+            warnings.warn(
+                f"{unconverged} of {len(models)} cross-conformal fold models reached "
+                f"max_iter={self.max_iter} epochs without converging; increase max_iter.",
+                ConvergenceWarning,
+                stacklevel=caller_stacklevel(),
+            )
         self.calibration_models_ = models
         self.calibration_scores_ = np.sort(
             np.concatenate([model.calibration_scores_ for model in models])
@@ -426,10 +439,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
     def _fit_fold_models(self, X, n_rows, folds, seeds):
         """One copy of the detector fitted without each fold's rows, seeded
         from ``seeds``. The copies train as one stacked network
-        (``skvae._stacked``) on the schedule of the smallest, unless their
-        networks differ (a category or a missing value absent from some
-        fold's rows), one diverges or X has more than ``STACKED_MAX_ROWS``
-        rows; then one by one."""
+        (``skvae._stacked``) on the schedule of the smallest, unless they
+        cannot be stacked (``fit_stacked``), one diverges or X has more than
+        ``STACKED_MAX_ROWS`` rows; then one by one."""
         datasets = [_safe_indexing(X, _other_rows(rows, n_rows)) for rows in folds]
         models = [self._fold_copy(seed) for seed in seeds]
         if n_rows <= STACKED_MAX_ROWS:
@@ -446,9 +458,22 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         model = clone(self).set_params(
             calibration="split", warm_start=False, verbose=False, random_state=int(seed)
         )
-        # A setting of this fit only, not part of the fitted fold model.
+        # Settings of this fit only, not part of the fitted fold model. The
+        # fold models read the columns as this model does: inferred from a
+        # fold's rows, an id column 1..n with a fold left out is no longer a
+        # sequence and would be modelled, and a category or a missing value
+        # absent from a fold would change the network.
         model._budget_share = CROSS_CONFORMAL_BUDGET_SHARE
+        model._fixed_schema = self.column_schema_
+        # Their ConvergenceWarnings are summed up in one (_keep_fold_models).
+        model._fold_model = True
         return model
+
+    def _warn_not_converged(self):
+        if getattr(self, "_fold_model", False):
+            self._reached_max_iter = True
+            return
+        super()._warn_not_converged()
 
     def calibrate(self, X):
         """Set ``offset_`` and ``calibration_scores_`` from the rows of X.

@@ -399,13 +399,19 @@ class _BaseVAE(BaseEstimator):
             _check_support(encoded, schema)
         if reset:
             _check_every_column_observed(encoded, schema)
-            self.column_schema_ = schema.with_masks(encoded)
+            fixed = getattr(self, "_fixed_schema", None) is not None
+            self.column_schema_ = schema if fixed else schema.with_masks(encoded)
         return encoded
 
     def _schema(self, X, reset):
-        if reset:
-            return infer_schema(X, self.column_types, self.likelihood)
-        return self.column_schema_
+        if not reset:
+            return self.column_schema_
+        # A fit's cross-conformal fold models read the columns as the fitted
+        # model does (``_fixed_schema``), not as their fewer rows suggest.
+        fixed = getattr(self, "_fixed_schema", None)
+        if fixed is not None:
+            return fixed
+        return infer_schema(X, self.column_types, self.likelihood)
 
     # -------------------------------------------------------------------- fit
     @_fit_context(prefer_skip_nested_validation=True)
@@ -639,12 +645,15 @@ class _BaseVAE(BaseEstimator):
         # The automatic budget ends by design; a chosen max_iter that cuts
         # training short is worth a warning, as in MLPRegressor.
         elif self.max_iter != "auto" and not history.stopped_early:
-            warnings.warn(
-                f"{type(self).__name__} reached max_iter={self.max_iter} epochs "
-                "without converging; increase max_iter.",
-                ConvergenceWarning,
-                stacklevel=caller_stacklevel(),
-            )
+            self._warn_not_converged()
+
+    def _warn_not_converged(self):
+        warnings.warn(
+            f"{type(self).__name__} reached max_iter={self.max_iter} epochs "
+            "without converging; increase max_iter.",
+            ConvergenceWarning,
+            stacklevel=caller_stacklevel(),
+        )
 
     def _trim_fraction(self):
         """Share of each batch left out of the loss; the detector overrides it."""

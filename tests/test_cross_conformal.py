@@ -7,8 +7,10 @@ import warnings
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import skvae
@@ -231,3 +233,33 @@ def test_a_model_file_without_fold_models_loads_with_split_pvalues(small_file):
     assert not hasattr(restored, "calibration_models_")
     expected = conformal_pvalues(split.calibration_scores_, split.score_samples(X[:5]))
     np.testing.assert_array_equal(restored.pvalues(X[:5]), expected)
+
+
+def test_fold_models_read_an_id_column_as_the_model_does():
+    # With a fold left out, ids 1..n no longer fill a range: a fold model that
+    # typed its own rows would model the id column and warn once more.
+    rng = np.random.RandomState(0)
+    frame = pd.DataFrame({"id": np.arange(1, 61), "a": rng.randn(60), "b": rng.randn(60)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detector = VAEAnomalyDetector(**FAST, calibration="cross").fit(frame)
+    left_out = [w for w in caught if "left out column(s) id" in str(w.message)]
+    assert len(left_out) == 1 and left_out[0].filename == __file__
+    assert detector.column_schema_.kinds == ["gaussian", "gaussian"]
+    for model in detector.calibration_models_:
+        assert model.column_schema_ == detector.column_schema_
+        assert model.n_features_in_ == 3 and model.module_.layout == detector.module_.layout
+
+
+def test_fold_models_that_reach_max_iter_warn_once_for_all():
+    X = gaussian_rows(60, 22)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        VAEAnomalyDetector(**{**FAST, "max_iter": 2}, calibration="cross").fit(X)
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert messages == [
+        "VAEAnomalyDetector reached max_iter=2 epochs without converging; increase max_iter.",
+        "5 of 5 cross-conformal fold models reached max_iter=2 epochs without converging; "
+        "increase max_iter.",
+    ]
+    assert all(w.filename == __file__ for w in caught)

@@ -244,16 +244,33 @@ def test_a_warm_refit_keeps_its_model_and_stacks_the_fold_models_only(monkeypatc
     assert detector.n_iter_ == 6 and len(detector.calibration_models_) == 5
 
 
-def test_fold_models_with_different_layouts_are_fitted_one_by_one(monkeypatch):
+def test_fold_models_read_the_columns_as_the_model_does_and_stack(monkeypatch):
     calls = _spy_on_stacked_training(monkeypatch)
     rng = np.random.RandomState(0)
     frame = pd.DataFrame({"a": rng.randn(40), "b": rng.randn(40)})
-    frame.loc[3, "a"] = np.nan  # only the folds without row 3 lack the indicator
+    frame.loc[3, "a"] = np.nan  # four folds' rows have no missing value
     detector = VAEAnomalyDetector(random_state=0, max_iter=3, calibration="cross").fit(frame)
+    assert calls == [(6, True)]
+    for model in detector.calibration_models_:
+        assert model.column_schema_ == detector.column_schema_
+        assert model.module_.masked_columns == detector.module_.masked_columns
+        assert not hasattr(model, "_fixed_schema")
+
+
+def test_fold_models_that_cannot_be_stacked_are_fitted_one_by_one(monkeypatch):
+    calls = _spy_on_stacked_training(monkeypatch)
+    monkeypatch.setattr("skvae._base.can_stack", lambda *args: False)
+    X = _small_table()
+    detector = VAEAnomalyDetector(random_state=0, max_iter=3, calibration="cross").fit(X)
     assert calls == [(6, False), (5, False)]
     assert len(detector.calibration_models_) == 5
-    with_indicator = [bool(m.module_.masked_columns) for m in detector.calibration_models_]
-    assert sorted(with_indicator) == [False, True, True, True, True]
+    assert all(m.n_iter_ == 3 for m in detector.calibration_models_)
+    # The same folds and seeds as a stacked fit: the same schedule, close weights.
+    monkeypatch.undo()
+    stacked = VAEAnomalyDetector(random_state=0, max_iter=3, calibration="cross").fit(X)
+    pairs = zip(detector.calibration_models_, stacked.calibration_models_, strict=True)
+    for alone, member in pairs:
+        np.testing.assert_allclose(alone.score_samples(X), member.score_samples(X), rtol=1e-4)
 
 
 def test_a_diverging_stack_falls_back_to_one_by_one(monkeypatch):
