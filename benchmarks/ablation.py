@@ -49,16 +49,26 @@ PREVIOUS_DEFAULTS = {
     "batch_size": 256,
     "max_iter": 200,
     "learning_rate": "constant",
+    "learning_rate_init": 1e-3,
 }
 
 # label -> (why it is tried, detector parameters, library constants moved:
 # {(module, name): value})
-# Variants measured before the default budget went from 1000 to 1500
-# reference steps keep the old budget, so that rerunning them gives the
-# stored rows again; compare them with "budget 1000".
+# Variants measured before a change of the defaults keep the defaults they
+# were measured with, so that rerunning them gives the stored rows again:
+# up to step size 1e-3 with 1000 reference steps (OLD_BUDGET, compare them
+# with "budget 1000"), then 1e-3 with 1500 (STEP_1E3 and BUDGET_1500,
+# compare them with "budget 1500, step size x1"), now 3e-3 with 500.
+STEP_1E3 = {"learning_rate_init": 1e-3}
 OLD_BUDGET = {("skvae._training", "BUDGET_STEPS"): 1000}
+BUDGET_1500 = {("skvae._training", "BUDGET_STEPS"): 1500}
 VARIANTS = {
     "default": ("the library defaults", {}, {}),
+    "budget 1500, step size x1": (
+        "training length: the previous default, 1500 reference steps of step size 1e-3",
+        STEP_1E3,
+        BUDGET_1500,
+    ),
     "previous defaults": (
         "before the budget: batch 256, up to 200 epochs, constant step, early stopping",
         PREVIOUS_DEFAULTS,
@@ -66,84 +76,94 @@ VARIANTS = {
     ),
     "budget 1000": (
         "training length: the previous default budget, 1000 reference steps",
-        {},
+        STEP_1E3,
         OLD_BUDGET,
     ),
     "budget 2000": (
         "training length: 2000 reference steps",
-        {},
+        STEP_1E3,
         {("skvae._training", "BUDGET_STEPS"): 2000},
     ),
     "variance floor 1e-4": (
         "likelihood: decoder variance floor 1e-4 (the floor before this change)",
-        {},
-        {("skvae._network", "MIN_LOG_VAR"): math.log(1e-4)},
+        STEP_1E3,
+        {("skvae._network", "MIN_LOG_VAR"): math.log(1e-4), **BUDGET_1500},
     ),
     "variance floor 0.01": (
         "likelihood: decoder variance floor 0.01",
-        {},
-        {("skvae._network", "MIN_LOG_VAR"): math.log(0.01)},
+        STEP_1E3,
+        {("skvae._network", "MIN_LOG_VAR"): math.log(0.01), **BUDGET_1500},
     ),
     "variance floor 0.1": (
         "likelihood: decoder variance floor 0.1",
-        {},
-        {("skvae._network", "MIN_LOG_VAR"): math.log(0.1)},
+        STEP_1E3,
+        {("skvae._network", "MIN_LOG_VAR"): math.log(0.1), **BUDGET_1500},
     ),
     "no early stopping": (
         "training length: the whole budget, no early stopping",
-        {"early_stopping": False},
-        {},
+        {"early_stopping": False, **STEP_1E3},
+        BUDGET_1500,
     ),
     "hidden (128, 64), budget 1000": (
         "network size: hidden layers twice as wide",
-        {"hidden_layer_sizes": (128, 64)},
+        {"hidden_layer_sizes": (128, 64), **STEP_1E3},
         OLD_BUDGET,
     ),
     "hidden (128, 64), budget 2000": (
         "network size and training length: twice as wide, 2000 reference steps",
-        {"hidden_layer_sizes": (128, 64)},
+        {"hidden_layer_sizes": (128, 64), **STEP_1E3},
         {("skvae._training", "BUDGET_STEPS"): 2000},
     ),
     "robust trim 3, budget 1000": (
         "contamination: leave out only rows above median + 3 robust SDs of the batch loss "
         "(at most the trim fraction)",
-        {},
+        STEP_1E3,
         {("skvae._training", "ROBUST_TRIM"): 3.0, **OLD_BUDGET},
     ),
     "trim 0": (
         "contamination: train on every row (what a user with clean training rows can set)",
-        {"trim_fraction": 0.0},
-        {},
+        {"trim_fraction": 0.0, **STEP_1E3},
+        BUDGET_1500,
     ),
     "trim 0, budget 1000": (
         "contamination: train on every row",
-        {"trim_fraction": 0.0},
+        {"trim_fraction": 0.0, **STEP_1E3},
         OLD_BUDGET,
     ),
     "sample variance, budget 1000": (
         "likelihood: the decoder predicts each row's variances (heteroscedastic)",
-        {"decoder_variance": "sample"},
+        {"decoder_variance": "sample", **STEP_1E3},
         OLD_BUDGET,
     ),
     "sample variance, floor 0.01, budget 1000": (
         "likelihood: each row's variances, floored at 0.01",
-        {"decoder_variance": "sample"},
+        {"decoder_variance": "sample", **STEP_1E3},
         {("skvae._network", "MIN_LOG_VAR"): math.log(0.01), **OLD_BUDGET},
     ),
     "sample variance, floor 0.1, budget 1000": (
         "likelihood: each row's variances, floored at 0.1",
-        {"decoder_variance": "sample"},
+        {"decoder_variance": "sample", **STEP_1E3},
         {("skvae._network", "MIN_LOG_VAR"): math.log(0.1), **OLD_BUDGET},
     ),
     "sample variance within x4, budget 1000": (
         "likelihood: each row's variances, within a factor 4 of the column's learned one",
-        {"decoder_variance": "sample"},
+        {"decoder_variance": "sample", **STEP_1E3},
         {("skvae._network", "SAMPLE_LOG_VAR_RANGE"): math.log(4.0), **OLD_BUDGET},
     ),
     "sample variance within x16, budget 1000": (
         "likelihood: each row's variances, within a factor 16 of the column's learned one",
-        {"decoder_variance": "sample"},
+        {"decoder_variance": "sample", **STEP_1E3},
         {("skvae._network", "SAMPLE_LOG_VAR_RANGE"): math.log(16.0), **OLD_BUDGET},
+    ),
+    "budget 1000, step size x1.5": (
+        "training length: 1000 reference steps with a 1.5x larger step size (the same distance)",
+        {"learning_rate_init": 1.5e-3},
+        OLD_BUDGET,
+    ),
+    "budget 750, step size x2": (
+        "training length: 750 reference steps with twice the step size (the same distance)",
+        {"learning_rate_init": 2e-3},
+        {("skvae._training", "BUDGET_STEPS"): 750},
     ),
 }
 PEERS = ("IsolationForest", "kNN")

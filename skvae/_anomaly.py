@@ -263,7 +263,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         kl_warmup=0,
         alpha=0.0,
         batch_size="auto",
-        learning_rate_init=1e-3,
+        learning_rate_init=3e-3,
         learning_rate="cosine",
         max_iter="auto",
         early_stopping=True,

@@ -212,7 +212,7 @@ def _parser():
         "--max-iter",
         type=_positive_int,
         default=None,
-        help="epochs at most (default: an automatic budget that ends by itself: 1500 "
+        help="epochs at most (default: an automatic budget that ends by itself: 500 "
         "gradient steps of 256 rows on small files, fewer and larger steps on large ones)",
     )
     _add_output_options(detect, flagging)

@@ -132,7 +132,8 @@ def test_divergence_retries_are_counted_and_lower_the_step(monkeypatch):
 
     monkeypatch.setattr(_training, "_run_epoch", nan_first_epochs)
     vae = VAETransformer(**{**FAST, "max_iter": 3}).fit(X)
-    expected = 1e-3 / _training.DIVERGENCE_LR_FACTOR**_training.MAX_DIVERGENCE_RETRIES
+    step = vae.learning_rate_init
+    expected = step / _training.DIVERGENCE_LR_FACTOR**_training.MAX_DIVERGENCE_RETRIES
     assert vae._learning_rate == pytest.approx(expected)
     assert vae.n_iter_ == 3 and np.isfinite(vae.score_samples(X)).all()
     # One more failure is the error.
@@ -162,7 +163,7 @@ def test_divergence_recovers_by_lowering_the_step(blobs, monkeypatch):
 
     monkeypatch.setattr(_training, "_run_epoch", flaky_epoch)
     vae = VAETransformer(**{**FAST, "max_iter": 5}).fit(blobs)
-    assert vae._learning_rate == pytest.approx(FAST.get("learning_rate_init", 1e-3) / 10)
+    assert vae._learning_rate == pytest.approx(vae.learning_rate_init / 10)
     assert np.isfinite(vae.score_samples(blobs)).all()
 
 
@@ -428,6 +429,7 @@ def test_an_epoch_ending_with_non_finite_weights_counts_as_divergence(Estimator,
 
     monkeypatch.setattr(Adam, "step", step)
     estimator = Estimator(**{**FAST, "max_iter": 3}).fit(X)
-    assert estimator._learning_rate == pytest.approx(1e-3 / _training.DIVERGENCE_LR_FACTOR)
+    cut = estimator.learning_rate_init / _training.DIVERGENCE_LR_FACTOR
+    assert estimator._learning_rate == pytest.approx(cut)
     assert all(torch.isfinite(p).all() for p in estimator.module_.parameters())
     assert np.isfinite(estimator.score_samples(X)).all()

@@ -39,7 +39,7 @@ def _diverging_once(monkeypatch):
 def test_warm_runs_continue_the_step_size_and_the_record(Estimator, method, monkeypatch):
     _diverging_once(monkeypatch)
     estimator = Estimator(**{**FAST, "max_iter": 3, "warm_start": True}).fit(X)
-    cut = 1e-3 / _training.DIVERGENCE_LR_FACTOR
+    cut = estimator.learning_rate_init / _training.DIVERGENCE_LR_FACTOR
     assert "_history" not in vars(estimator)
     assert estimator._learning_rate == pytest.approx(cut)
     first_curve = list(estimator.loss_curve_)
