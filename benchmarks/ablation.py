@@ -122,6 +122,11 @@ VARIANTS = {
     ),
     "trim 0": (
         "contamination: train on every row (what a user with clean training rows can set)",
+        {"trim_fraction": 0.0},
+        {},
+    ),
+    "trim 0, budget 1500, step size x1": (
+        "contamination: train on every row, at the previous default budget",
         {"trim_fraction": 0.0, **STEP_1E3},
         BUDGET_1500,
     ),

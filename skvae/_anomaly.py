@@ -43,10 +43,10 @@ CROSS_CONFORMAL_MAX_ROWS = 2000
 # The share of the automatic step budget a fold model trains for. Its
 # p-values stay valid whatever the fold models are; a shorter budget costs
 # power on the tables that need the long training (letter: ROC-AUC of the
-# p-values 0.806 -> 0.692 at 0.25, mean over six tables 0.932 -> 0.920) and,
+# p-values 0.803 -> 0.677 at 0.25, mean over six tables 0.933 -> 0.917) and,
 # since only the full share lets the model and its fold models train as one
-# stack, saves little time (fit CPU summed over the six tables: 35.2 s at 1,
-# 30.0 s at 0.5, 21.9 s at 0.25; benchmarks/cross_conformal_power.py).
+# stack, saves little time (fit CPU summed over the six tables: 18.9 s at 1,
+# 15.3 s at 0.5, 10.6 s at 0.25; benchmarks/cross_conformal_power.py).
 CROSS_CONFORMAL_BUDGET_SHARE = 1.0
 # Up to this many rows a fit and its fold models train as one stacked network
 # (skvae._stacked), which holds every member's rows at once (about 10 copies
@@ -143,7 +143,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         scoring at most its score under that fold's model. The copies read
         the columns as the model does (``column_schema_``). It costs 5 more
         fits on 80% of the rows, trained with the model as one stacked
-        network (the fit takes 2 to 2.7 times as long as with split
+        network (the fit takes 2 to 2.8 times as long as with split
         calibration on 200 to 2,000 rows; README), 5 more scorings
         per ``pvalues`` call, and the 5 models are kept
         (``calibration_models_``, also in model files). Its
