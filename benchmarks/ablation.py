@@ -165,6 +165,32 @@ VARIANTS = {
         {"learning_rate_init": 1.5e-3},
         OLD_BUDGET,
     ),
+    "step size x4/3": (
+        "training length: the default 500 reference steps of step size 4e-3 (a longer distance)",
+        {"learning_rate_init": 4e-3},
+        {},
+    ),
+    "hidden (128, 64)": (
+        "network size: hidden layers twice as wide, at the default budget",
+        {"hidden_layer_sizes": (128, 64)},
+        {},
+    ),
+    "robust trim 3": (
+        "contamination: leave out only rows above median + 3 robust SDs of the batch loss "
+        "(at most the trim fraction), at the default budget",
+        {},
+        {("skvae._training", "ROBUST_TRIM"): 3.0},
+    ),
+    "robust trim 3, step size x4/3": (
+        "contamination and training length: robust trim 3 with step size 4e-3",
+        {"learning_rate_init": 4e-3},
+        {("skvae._training", "ROBUST_TRIM"): 3.0},
+    ),
+    "robust trim 3, step size x4/3, hidden (128, 64)": (
+        "robust trim 3, step size 4e-3 and hidden layers twice as wide",
+        {"learning_rate_init": 4e-3, "hidden_layer_sizes": (128, 64)},
+        {("skvae._training", "ROBUST_TRIM"): 3.0},
+    ),
     "budget 750, step size x2": (
         "training length: 750 reference steps with twice the step size (the same distance)",
         {"learning_rate_init": 2e-3},

@@ -180,7 +180,26 @@ def trimmed_means(row_losses, counts, trim_fraction):
         tuple(counts), tuple(kept), n_rows, row_losses.device, torch.is_inference_mode_enabled()
     )
     ordered = torch.where(real, row_losses, math.inf).sort(dim=1).values
+    if _training.ROBUST_TRIM is not None:
+        kept_t = _robust_kept(row_losses.detach(), ordered.detach(), real, counts, kept_t)
+        chosen = torch.arange(n_rows, device=row_losses.device) < kept_t[:, None]
     return torch.where(chosen, ordered, 0.0).sum(dim=1) / kept_t.to(row_losses.dtype)
+
+
+def _robust_kept(losses, ordered, real, counts, kept):
+    """Each member's rows kept under ``_training.ROBUST_TRIM``: as
+    ``_batch_loss`` decides, only losses above the median + ROBUST_TRIM
+    robust standard deviations (1.4826 MAD) of its real rows are left out,
+    at most as many as ``kept`` leaves out. ``ordered``: the losses sorted,
+    padding last (infinite); medians are the lower middle values, as
+    ``torch.median`` takes them."""
+    counts_t = torch.tensor(counts, device=losses.device)
+    middle = ((counts_t - 1) // 2)[:, None]
+    median = ordered.gather(1, middle)
+    deviations = torch.where(real, (losses - median).abs(), math.inf)
+    spread = 1.4826 * deviations.sort(dim=1).values.gather(1, middle)
+    above = (real & (losses > median + _training.ROBUST_TRIM * spread)).sum(dim=1)
+    return counts_t - torch.minimum(counts_t - kept, above)
 
 
 @functools.lru_cache(maxsize=64)
@@ -233,11 +252,10 @@ def _validation_scores(stack, x_val, counts, trim_fraction):
 
 def can_stack(modules, x_trains, x_vals):
     """Whether these fits can train as one stack: one architecture and column
-    layout, validation rows for all or none, and the plain trimmed loss."""
+    layout, and validation rows for all or none."""
     config = modules[0].config()
     return (
-        _training.ROBUST_TRIM is None  # read at call time: the ablation sets it
-        and all(module.config() == config for module in modules)
+        all(module.config() == config for module in modules)
         and len({x_val is None for x_val in x_vals}) == 1
         and all(x.shape[0] >= 1 for x in x_trains)
     )

@@ -80,6 +80,38 @@ def test_trimmed_means_leave_out_padding_and_the_worst_rows():
     )
 
 
+def test_trimmed_means_follow_the_robust_trim_rule(monkeypatch):
+    from skvae import _training
+
+    monkeypatch.setattr(_training, "ROBUST_TRIM", 3.0)
+    generator = torch.Generator().manual_seed(0)
+    losses = torch.rand(4, 10, generator=generator, dtype=torch.float64)
+    losses[0, 2] = 50.0  # one clear outlier: only it is left out
+    losses[1, :3] = 80.0  # more outliers than the trim fraction allows out
+    losses[2, 6] = 70.0  # an outlier in the padding of member 2 counts for nothing
+    counts = [10, 9, 6, 7]  # member 3: no outlier, nothing is left out
+    got = trimmed_means(losses, counts, 0.2)
+    expected = [_batch_loss(losses[k, :n], 0.2) for k, n in enumerate(counts)]
+    torch.testing.assert_close(got, torch.stack(expected))
+    assert got[3] == pytest.approx(losses[3, :7].mean().item())
+    assert got[0] == pytest.approx(torch.cat([losses[0, :2], losses[0, 3:]]).mean().item())
+    assert got[2] == pytest.approx(losses[2, :6].mean().item())
+
+
+def test_fold_models_stack_under_the_robust_trim(monkeypatch):
+    from skvae import _training
+
+    monkeypatch.setattr(_training, "ROBUST_TRIM", 3.0)
+    calls = _spy_on_stacked_training(monkeypatch)
+    X = _small_table()
+    X[:3] += 8.0
+    detector = VAEAnomalyDetector(random_state=0, max_iter=5, calibration="cross").fit(X)
+    assert calls == [(6, True)]
+    alone = VAEAnomalyDetector(random_state=0, max_iter=5, calibration="split").fit(X)
+    np.testing.assert_allclose(detector.score_samples(X), alone.score_samples(X), rtol=1e-5)
+    assert detector.loss_curve_ == pytest.approx(alone.loss_curve_, rel=1e-5)
+
+
 def test_trimmed_means_work_for_training_after_validation_with_the_same_rows():
     losses = torch.tensor([[3.0, 1.0, 2.0], [4.0, 8.0, 1.0]])
     with torch.inference_mode():
