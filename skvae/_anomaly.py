@@ -421,9 +421,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         unconverged = 0
         for model, rows in zip(models, folds, strict=True):
             model.calibration_scores_ = np.sort(model.score_samples(_safe_indexing(X, rows)))
-            for setting in ("_budget_share", "_fixed_schema", "_fold_model"):
+            for setting in ("_budget_share", "_fixed_schema"):
                 model.__dict__.pop(setting, None)
-            unconverged += model.__dict__.pop("_reached_max_iter", False)
+            unconverged += model.__dict__.pop("_reached_max_iter")
         if unconverged:
             warnings.warn(
                 f"{unconverged} of {len(models)} cross-conformal fold models reached "
@@ -465,12 +465,13 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         # absent from a fold would change the network.
         model._budget_share = CROSS_CONFORMAL_BUDGET_SHARE
         model._fixed_schema = self.column_schema_
-        # Their ConvergenceWarnings are summed up in one (_keep_fold_models).
-        model._fold_model = True
+        # Instead of warning, a fold model notes here that it reached
+        # max_iter; the fit sums them up in one warning (_keep_fold_models).
+        model._reached_max_iter = False
         return model
 
     def _warn_not_converged(self):
-        if getattr(self, "_fold_model", False):
+        if hasattr(self, "_reached_max_iter"):
             self._reached_max_iter = True
             return
         super()._warn_not_converged()
