@@ -35,14 +35,14 @@ warnings look up where scikit-learn lives, to point past its frames.
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 import warnings
 
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
+
+from ._warnings import caller_stacklevel
 
 # Observation models of model columns, and what column_types may declare.
 MODEL_KINDS = ("gaussian", "bernoulli", "categorical")
@@ -537,19 +537,9 @@ def describe_reading(reading, dtype=None, kind=None, categories=None):
 
 
 # ----------------------------------------------------------------- warnings
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-
 def warn(message, category=UserWarning):
-    """Warn at the first caller outside skvae and scikit-learn (Python 3.11
-    has no ``skip_file_prefixes``)."""
-    import sklearn  # noqa: PLC0415
-
-    inside = (_HERE, os.path.dirname(os.path.abspath(sklearn.__file__)))
-    frame, level = sys._getframe(1), 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
+    """Warn at the first caller outside skvae and scikit-learn."""
+    warnings.warn(message, category, stacklevel=caller_stacklevel())
 
 
 def read_array_column(series, kind):
