@@ -176,12 +176,12 @@ def trimmed_means(row_losses, counts, trim_fraction):
     kept = [rows_kept(count, trim_fraction) for count in counts]
     if all(count == n_rows for count in kept):
         return row_losses.mean(dim=1)
-    real, chosen, kept_t = _trim_masks(
+    real, chosen, counts_t, kept_t = _trim_masks(
         tuple(counts), tuple(kept), n_rows, row_losses.device, torch.is_inference_mode_enabled()
     )
     ordered = torch.where(real, row_losses, math.inf).sort(dim=1).values
     if _training.ROBUST_TRIM is not None:
-        kept_t = _robust_kept(row_losses.detach(), ordered.detach(), real, counts, kept_t)
+        kept_t = _robust_kept(row_losses.detach(), ordered.detach(), real, counts_t, kept_t)
         chosen = torch.arange(n_rows, device=row_losses.device) < kept_t[:, None]
     return torch.where(chosen, ordered, 0.0).sum(dim=1) / kept_t.to(row_losses.dtype)
 
@@ -193,25 +193,24 @@ def _robust_kept(losses, ordered, real, counts, kept):
     at most as many as ``kept`` leaves out. ``ordered``: the losses sorted,
     padding last (infinite); medians are the lower middle values, as
     ``torch.median`` takes them."""
-    counts_t = torch.tensor(counts, device=losses.device)
-    middle = ((counts_t - 1) // 2)[:, None]
+    middle = ((counts - 1) // 2)[:, None]
     median = ordered.gather(1, middle)
     deviations = torch.where(real, (losses - median).abs(), math.inf)
     spread = 1.4826 * deviations.sort(dim=1).values.gather(1, middle)
     above = (real & (losses > median + _training.ROBUST_TRIM * spread)).sum(dim=1)
-    return counts_t - torch.minimum(counts_t - kept, above)
+    return counts - torch.minimum(counts - kept, above)
 
 
 @functools.lru_cache(maxsize=64)
 def _trim_masks(counts, kept, n_rows, device, inference):
     """Where each member's real rows are, and its first ``kept`` sorted
-    losses; the same few shapes recur every epoch, so they are kept. Masks
-    made under inference mode (validation) are kept apart: autograd refuses
-    them in training."""
+    losses, with ``counts`` and ``kept`` as tensors; the same few shapes
+    recur every epoch, so they are kept. Masks made under inference mode
+    (validation) are kept apart: autograd refuses them in training."""
     position = torch.arange(n_rows, device=device)
     counts_t = torch.tensor(counts, device=device)
     kept_t = torch.tensor(kept, device=device)
-    return position < counts_t[:, None], position < kept_t[:, None], kept_t
+    return position < counts_t[:, None], position < kept_t[:, None], counts_t, kept_t
 
 
 def _padded(tensors, n_rows):
