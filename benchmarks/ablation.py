@@ -191,6 +191,46 @@ VARIANTS = {
         {"learning_rate_init": 4e-3, "hidden_layer_sizes": (128, 64)},
         {("skvae._training", "ROBUST_TRIM"): 3.0},
     ),
+    "robust trim 3, step size x5/3": (
+        "contamination and training length: robust trim 3 with step size 5e-3",
+        {"learning_rate_init": 5e-3},
+        {("skvae._training", "ROBUST_TRIM"): 3.0},
+    ),
+    "robust trim 3, step size x2": (
+        "contamination and training length: robust trim 3 with step size 6e-3",
+        {"learning_rate_init": 6e-3},
+        {("skvae._training", "ROBUST_TRIM"): 3.0},
+    ),
+    "robust trim 3, budget 400, step size x5/3": (
+        "robust trim 3, the distance of 500 steps of 4e-3 in 400 reference steps of 5e-3",
+        {"learning_rate_init": 5e-3},
+        {("skvae._training", "ROBUST_TRIM"): 3.0, ("skvae._training", "BUDGET_STEPS"): 400},
+    ),
+    "robust trim 3, step size x4/3, 16 components": (
+        "robust trim 3, step size 4e-3 and a 16-dimensional latent space",
+        {"learning_rate_init": 4e-3, "n_components": 16},
+        {("skvae._training", "ROBUST_TRIM"): 3.0},
+    ),
+    "robust trim 3, hidden (128, 64), budget 400, step size x5/3": (
+        "robust trim 3 and hidden layers twice as wide, 400 reference steps of 5e-3",
+        {"learning_rate_init": 5e-3, "hidden_layer_sizes": (128, 64)},
+        {("skvae._training", "ROBUST_TRIM"): 3.0, ("skvae._training", "BUDGET_STEPS"): 400},
+    ),
+    "robust trim 3, hidden (128, 64), budget 300, step size x20/9": (
+        "robust trim 3 and hidden layers twice as wide, 300 reference steps of 6.67e-3",
+        {"learning_rate_init": 2e-3 / 0.3, "hidden_layer_sizes": (128, 64)},
+        {("skvae._training", "ROBUST_TRIM"): 3.0, ("skvae._training", "BUDGET_STEPS"): 300},
+    ),
+    "robust trim 3, hidden (256, 128), budget 400, step size x5/3": (
+        "robust trim 3 and hidden layers four times as wide, 400 reference steps of 5e-3",
+        {"learning_rate_init": 5e-3, "hidden_layer_sizes": (256, 128)},
+        {("skvae._training", "ROBUST_TRIM"): 3.0, ("skvae._training", "BUDGET_STEPS"): 400},
+    ),
+    "trim 0, step size x5/3": (
+        "contamination and training length: train on every row, step size 5e-3",
+        {"trim_fraction": 0.0, "learning_rate_init": 5e-3},
+        {},
+    ),
     "budget 750, step size x2": (
         "training length: 750 reference steps with twice the step size (the same distance)",
         {"learning_rate_init": 2e-3},

@@ -68,7 +68,10 @@ def test_stacked_elbo_and_gradients_are_each_members(decoder_variance):
             torch.testing.assert_close(stacked.grad[k], parameter.grad, msg=name)
 
 
-def test_trimmed_means_leave_out_padding_and_the_worst_rows():
+def test_trimmed_means_leave_out_padding_and_the_worst_rows(monkeypatch):
+    from skvae import _training
+
+    monkeypatch.setattr(_training, "ROBUST_TRIM", None)  # a fixed share: the worst rows
     losses = torch.tensor([[3.0, 1.0, 2.0, 9.0, 0.5], [4.0, 8.0, 1.0, 2.0, 100.0]])
     counts = [5, 4]  # the second member's last entry is padding
     got = trimmed_means(losses, counts, 0.4)
@@ -112,14 +115,26 @@ def test_fold_models_stack_under_the_robust_trim(monkeypatch):
     assert detector.loss_curve_ == pytest.approx(alone.loss_curve_, rel=1e-5)
 
 
-def test_trimmed_means_work_for_training_after_validation_with_the_same_rows():
+@pytest.mark.parametrize(
+    "robust_trim, member_0",
+    [
+        (None, [0.0, 1.0 / 2, 2.0 / 2]),  # a fixed share: its 2 best of 3 rows
+        (3.0, [3.0 / 3, 1.0 / 3, 2.0 / 3]),  # no loss 3 robust SDs above the median
+    ],
+)
+def test_trimmed_means_work_for_training_after_validation_with_the_same_rows(
+    monkeypatch, robust_trim, member_0
+):
+    from skvae import _training
+
+    monkeypatch.setattr(_training, "ROBUST_TRIM", robust_trim)
     losses = torch.tensor([[3.0, 1.0, 2.0], [4.0, 8.0, 1.0]])
     with torch.inference_mode():
         trimmed_means(losses, [3, 2], 0.4)
     weights = torch.ones(2, 3, requires_grad=True)
     trimmed_means(losses * weights, [3, 2], 0.4).sum().backward()
-    # Member 0 keeps its 2 best of 3 rows, member 1 both of its real rows.
-    expected = torch.tensor([[0.0, 1.0 / 2, 2.0 / 2], [4.0 / 2, 8.0 / 2, 0.0]])
+    # Member 1 keeps both of its real rows (0.4 of 2 rounds to none out).
+    expected = torch.tensor([member_0, [4.0 / 2, 8.0 / 2, 0.0]])
     torch.testing.assert_close(weights.grad, expected)
 
 
