@@ -188,16 +188,15 @@ def trimmed_means(row_losses, counts, trim_fraction):
 
 def _robust_kept(losses, ordered, real, counts, kept):
     """Each member's rows kept under ``_training.ROBUST_TRIM``: as
-    ``_batch_loss`` decides, only losses above the median + ROBUST_TRIM
-    robust standard deviations (1.4826 MAD) of its real rows are left out,
-    at most as many as ``kept`` leaves out. ``ordered``: the losses sorted,
-    padding last (infinite); medians are the lower middle values, as
-    ``torch.median`` takes them."""
+    ``_batch_loss`` decides, only losses of its real rows above
+    ``_training.robust_cutoff`` are left out, at most as many as ``kept``
+    leaves out. ``ordered``: the losses sorted, padding last (infinite);
+    medians are the lower middle values, as ``torch.median`` takes them."""
     middle = ((counts - 1) // 2)[:, None]
     median = ordered.gather(1, middle)
     deviations = torch.where(real, (losses - median).abs(), math.inf)
-    spread = 1.4826 * deviations.sort(dim=1).values.gather(1, middle)
-    above = (real & (losses > median + _training.ROBUST_TRIM * spread)).sum(dim=1)
+    cutoff = _training.robust_cutoff(median, deviations.sort(dim=1).values.gather(1, middle))
+    above = (real & (losses > cutoff)).sum(dim=1)
     return counts - torch.minimum(counts - kept, above)
 
 

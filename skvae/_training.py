@@ -229,6 +229,13 @@ def mean_elbo(module, x, trim_fraction=0.0):
 ROBUST_TRIM = None
 
 
+def robust_cutoff(median, median_deviation):
+    """The loss above which ``ROBUST_TRIM`` leaves a row out: the median plus
+    ROBUST_TRIM robust standard deviations (1.4826 times the median absolute
+    deviation, the standard deviation for Gaussian losses)."""
+    return median + ROBUST_TRIM * (1.4826 * median_deviation)
+
+
 def rows_kept(n_rows, trim_fraction):
     """How many of a batch's ``n_rows`` losses the trimmed loss keeps."""
     if trim_fraction <= 0 or n_rows < 2:
@@ -250,8 +257,8 @@ def _batch_loss(row_losses, trim_fraction):
     if ROBUST_TRIM is not None:
         losses = row_losses.detach()
         median = losses.median()
-        spread = 1.4826 * (losses - median).abs().median()
-        n_drop = min(n_drop, int((losses > median + ROBUST_TRIM * spread).sum()))
+        cutoff = robust_cutoff(median, (losses - median).abs().median())
+        n_drop = min(n_drop, int((losses > cutoff).sum()))
     if n_drop == 0:
         return row_losses.mean()
     return torch.topk(row_losses, n - n_drop, largest=False, sorted=False).values.mean()
