@@ -489,22 +489,22 @@ class _BaseVAE(BaseEstimator):
         column statistics, re-expresses the network in the refined scaling
         and runs one epoch over X, without a validation split.
 
-        The mode is read once: a first pass starts from ``_initialise``, any
-        other from ``_resume``; both end in the shared ``_train_and_store``.
+        The mode is read once: a first pass is ``prepare_first_fit`` (which
+        the stacked fits of the detector share), any other starts from
+        ``_resume``; both end in the shared ``_train_prepared``.
 
         Returns the validated X and the indices of its held-out validation
         rows (None without a validation set): rows the weights never trained
         on, which the detector calibrates its p-values on.
         """
-        hidden = _check_hidden_layer_sizes(self.hidden_layer_sizes)
+        if not hasattr(self, "module_") or (not self.warm_start and not incremental):
+            return self._train_prepared(prepare_first_fit(self, X, incremental), incremental)
+        _check_hidden_layer_sizes(self.hidden_layer_sizes)
         device = resolve_device(self.device)
-        first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
-        X = self._validate_input(X, reset=first_pass, for_fit=not incremental)
-        if first_pass:
-            start = self._initialise(X, hidden, device)
-        else:
-            start = self._resume(X, device, incremental)
-        return X, self._train_and_store(X, start, device, incremental)
+        X = self._validate_input(X, reset=False, for_fit=not incremental)
+        start = self._resume(X, device, incremental)
+        setup = self._training_setup(X, start, device, incremental)
+        return self._train_prepared(PreparedFit(X, start, device, *setup), incremental)
 
     def _initialise(self, X, hidden, device):
         """A new network, column statistics and history for ``X``; the seed
@@ -566,21 +566,29 @@ class _BaseVAE(BaseEstimator):
     def _draw_seed(self):
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-    def _train_and_store(self, X, start, device, incremental):
-        """Train ``start.module`` on ``X`` (one epoch without a validation
+    def _train_prepared(self, prepared, incremental):
+        """Train ``prepared.start.module`` (one epoch without a validation
         split when ``incremental``) and set the fitted attributes from it.
-        Returns the indices of the held-out validation rows, or None."""
-        x_train, x_val, held_out, settings = self._training_setup(X, start, device, incremental)
+        Returns the validated X and the indices of the held-out validation
+        rows, or None."""
+        start = prepared.start
         history = train(
-            start.module, start.optimizer, x_train, x_val, settings, start.generator, start.history
+            start.module,
+            start.optimizer,
+            prepared.x_train,
+            prepared.x_val,
+            prepared.settings,
+            start.generator,
+            start.history,
         )
         if incremental and history.interrupted:
             # Ctrl-C stops a streaming loop; restore_state_on_failure undoes
             # the whole call (the batch's statistics and Adam steps included):
             # a call keeps its epoch or nothing, never half an update.
             raise KeyboardInterrupt
-        self._store_training(start, device, history, x_val is not None, incremental)
-        return held_out
+        validated = prepared.x_val is not None
+        self._store_training(start, prepared.device, history, validated, incremental)
+        return prepared.X, prepared.held_out
 
     def _training_setup(self, X, start, device, incremental):
         """The training rows, validation rows (or None), the validation rows'
@@ -914,9 +922,10 @@ class _BaseVAE(BaseEstimator):
 
 @dataclass
 class PreparedFit:
-    """A first-pass ``fit`` up to its training: the validated X, the new
-    network (``start``), its device, training and validation rows, the
-    indices of the validation rows in X, and the training settings."""
+    """A run of ``fit`` or ``partial_fit`` up to its training: the validated
+    X, the network to train (``start``), its device, training and validation
+    rows, the indices of the validation rows in X, and the training
+    settings."""
 
     X: object
     start: _Start
@@ -927,14 +936,16 @@ class PreparedFit:
     settings: TrainingSettings
 
 
-def prepare_first_fit(estimator, X):
-    """What ``fit`` does before training, on a new network; raises what
-    ``fit`` raises for bad input."""
+def prepare_first_fit(estimator, X, incremental=False):
+    """What a first ``fit`` (or, ``incremental``, a first ``partial_fit``)
+    does before training, on a new network; raises what it raises for bad
+    input."""
     hidden = _check_hidden_layer_sizes(estimator.hidden_layer_sizes)
     device = resolve_device(estimator.device)
-    X = estimator._validate_input(X, reset=True, for_fit=True)
+    X = estimator._validate_input(X, reset=True, for_fit=not incremental)
     start = estimator._initialise(X, hidden, device)
-    return PreparedFit(X, start, device, *estimator._training_setup(X, start, device, False))
+    setup = estimator._training_setup(X, start, device, incremental)
+    return PreparedFit(X, start, device, *setup)
 
 
 def fit_stacked(estimators, prepared, lead):
