@@ -304,12 +304,15 @@ def _section(rows, args, argv):
         "DataFrame. Each cell: ROC-AUC of the planted rows / median rank of a planted row "
         "(1 = most anomalous). `before` is "
         "main's code (PYTHONPATH at its checkout), `after` this branch's. See the script's "
-        "docstring for how each table is written.",
+        "docstring for how each table is written. The lines above describe the latest run; "
+        "`--fit-times-only` replaces only the fit times, and each detection row is the one "
+        "its own run wrote.",
         "",
         markdown_table(["dataset", "table", *labels], body),
         "",
         "Fit time, 5,000 rows, 20 epochs, one text column with 1,461 distinct values "
-        "(seconds; width of the largest categorical the network got):",
+        "(seconds; width of the largest categorical the network got), measured in one "
+        "process: the column as typed, and with every level declared categorical:",
         "",
         markdown_table(
             ["code", "text column", "fit (s)", "largest categorical"],
