@@ -41,6 +41,7 @@ SECTIONS = [
     "torch_compile",
     "mixed_types",
     "real_tables",
+    "missing_share",
     "dask",
     "dask_incremental",
 ]
@@ -219,6 +220,14 @@ def command_line(script, argv):
     except ValueError:
         pass
     return " ".join(["python", shlex.quote(str(script)), *map(shlex.quote, argv)])
+
+
+def read_csv_rows(path):
+    """The rows of a results CSV as dicts of strings; none when it is absent."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def write_csv(path, rows):

@@ -52,6 +52,7 @@ from _harness import (
     load_datasets,
     machine_lines,
     markdown_table,
+    read_csv_rows,
     set_threads,
     write_section,
 )
@@ -204,13 +205,6 @@ def _parser():
     return parser
 
 
-def _read_rows(path):
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
@@ -220,7 +214,7 @@ def main(argv=None):
     print(f"measuring {skvae.__file__} as {args.label!r}", flush=True)
     datasets = {name: (X, y) for name, X, y in load_datasets(args.data)}
     rows = []
-    stored = _read_rows(RESULTS_CSV)
+    stored = read_csv_rows(RESULTS_CSV)
     if args.fit_times_only:
         rows = [r for r in stored if r.get("label") == args.label and r.get("variant")]
     for name in [] if args.fit_times_only else args.datasets:

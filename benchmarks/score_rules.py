@@ -47,6 +47,7 @@ from _harness import (
     markdown_table,
     pin_threads,
     rank_summary,
+    read_csv_rows,
     run,
     summarise,
     write_csv,
@@ -234,13 +235,6 @@ DETECTORS = [
 KEYS = [detector.key for detector in DETECTORS]
 
 
-def _read_rows(path):
-    import csv
-
-    with open(path) as handle:
-        return list(csv.DictReader(handle))
-
-
 def report(rows, args, runs, names):
     lines = ["## Scoring rules on the default fit (benchmarks/score_rules.py)", ""]
     # One block per run that produced stored rows, naming its detectors.
@@ -315,7 +309,7 @@ def main(argv=None):
     csv_path = results_dir / "score_rules.csv"
     runs_path = results_dir / "score_rules_runs.json"
     if args.report_only:
-        rows = _read_rows(csv_path)
+        rows = read_csv_rows(csv_path)
         names = list(dict.fromkeys(row["dataset"] for row in rows))
         runs = json.loads(runs_path.read_text())
         write_section(
@@ -334,7 +328,7 @@ def main(argv=None):
     runs.update({detector.key: machine for detector in chosen})
     if args.merge and csv_path.exists():
         labels = {label for detector in chosen for label in detector.scorers}
-        rows = [row for row in _read_rows(csv_path) if row["detector"] not in labels] + rows
+        rows = [row for row in read_csv_rows(csv_path) if row["detector"] not in labels] + rows
         order = [label for detector in DETECTORS for label in detector.scorers]
         rows.sort(
             key=lambda r: (

@@ -110,7 +110,7 @@ def test_the_transformers_elbo_puts_numeric_rows_missing_most_values_near_the_mi
     """Numeric columns only, 6 of 8 values missing: completed entries at
     their predicted mean ranked such rows at the 93rd percentile; with the
     noise gap of real values put back they land near the middle (measured:
-    56th)."""
+    53rd)."""
     rng = np.random.RandomState(3)
     X = _table(rng, 600).drop(columns=["kind", "flag"]).to_numpy().copy()
     X[:500][rng.rand(500, 8) < 0.1] = np.nan
