@@ -29,7 +29,6 @@ behaviour under another label; rows of other labels in
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import warnings
 
@@ -43,6 +42,7 @@ from _harness import (
     markdown_table,
     read_csv_rows,
     set_threads,
+    write_csv,
     write_section,
 )
 
@@ -52,7 +52,6 @@ SCORINGS = ("elbo", "iwae", "reconstruction")
 TRAIN_MISSING = 0.1
 N_HOLEY = 300
 MAX_INLIERS = 4000
-FIELDS = ["label", "table", "seed", "scoring", "share", "median_percentile", "mean_shift_sd"]
 
 
 def mixed_table(n_rows, seed):
@@ -72,14 +71,13 @@ def remove_entries(frame, share, rng, per_row=False):
     """``frame`` with ``share`` of its entries missing: each entry at random,
     or, ``per_row``, the same number in every row."""
     out = frame.astype({c: object for c in frame.columns if frame[c].dtype == bool})
-    values = out.to_numpy(dtype=object)
     if per_row:
         k = int(round(share * frame.shape[1]))
-        holes = np.zeros(values.shape, dtype=bool)
-        for i in range(len(values)):
+        holes = np.zeros(frame.shape, dtype=bool)
+        for i in range(len(frame)):
             holes[i, rng.choice(frame.shape[1], k, replace=False)] = True
     else:
-        holes = rng.uniform(size=values.shape) < share
+        holes = rng.uniform(size=frame.shape) < share
     return out.mask(holes)
 
 
@@ -155,11 +153,7 @@ def main(argv=None):
                 rows.append({"label": args.label, "table": name, "seed": seed, **result})
             print(name, seed, rows[-1], flush=True)
     everything = [r for r in read_csv_rows(RESULTS_CSV) if r["label"] != args.label] + rows
-    RESULTS_CSV.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS_CSV, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(everything)
+    write_csv(RESULTS_CSV, everything)
     write_section("missing_share", _section(everything, args, argv))
 
 

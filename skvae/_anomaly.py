@@ -18,7 +18,7 @@ from ._base import (
     SHARED_PARAMETERS_DOC,
     _BaseVAE,
     fit_stacked,
-    prepare_first_fit,
+    prepare_fit,
     restore_state_on_failure,
 )
 from ._stacked import StackedDivergence
@@ -352,13 +352,13 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
             or not CROSS_CONFORMAL_MIN_ROWS <= n_rows <= STACKED_MAX_ROWS
         ):
             return False
-        main = prepare_first_fit(self, X)
+        main = prepare_fit(self, X)
         X = _indexable_rows(X)
         folds, seeds = _fold_split(main.start.seed, n_rows)
         models = [self._fold_copy(seed) for seed in seeds]
         try:
             prepared = [
-                prepare_first_fit(model, _safe_indexing(X, _other_rows(rows, n_rows)))
+                prepare_fit(model, _safe_indexing(X, _other_rows(rows, n_rows)))
                 for model, rows in zip(models, folds, strict=True)
             ]
         except ValueError:  # a fold that cannot be fitted: reported on the usual path
@@ -445,7 +445,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         datasets = [_safe_indexing(X, _other_rows(rows, n_rows)) for rows in folds]
         models = [self._fold_copy(seed) for seed in seeds]
         if n_rows <= STACKED_MAX_ROWS:
-            prepared = [prepare_first_fit(m, x) for m, x in zip(models, datasets, strict=True)]
+            prepared = [prepare_fit(m, x) for m, x in zip(models, datasets, strict=True)]
             smallest = int(np.argmin([fit.x_train.shape[0] for fit in prepared]))
             if _fit_detectors_stacked(models, prepared, lead=smallest):
                 return models

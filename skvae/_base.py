@@ -489,22 +489,16 @@ class _BaseVAE(BaseEstimator):
         column statistics, re-expresses the network in the refined scaling
         and runs one epoch over X, without a validation split.
 
-        The mode is read once: a first pass is ``prepare_first_fit`` (which
-        the stacked fits of the detector share), any other starts from
-        ``_resume``; both end in the shared ``_train_prepared``.
+        The mode is read once: a first pass starts from ``_initialise``, any
+        other from ``_resume`` (``prepare_fit``, which the detector's stacked
+        fits share); both end in the shared ``_train_prepared``.
 
         Returns the validated X and the indices of its held-out validation
         rows (None without a validation set): rows the weights never trained
         on, which the detector calibrates its p-values on.
         """
-        if not hasattr(self, "module_") or (not self.warm_start and not incremental):
-            return self._train_prepared(prepare_first_fit(self, X, incremental), incremental)
-        _check_hidden_layer_sizes(self.hidden_layer_sizes)
-        device = resolve_device(self.device)
-        X = self._validate_input(X, reset=False, for_fit=not incremental)
-        start = self._resume(X, device, incremental)
-        setup = self._training_setup(X, start, device, incremental)
-        return self._train_prepared(PreparedFit(X, start, device, *setup), incremental)
+        first_pass = not hasattr(self, "module_") or (not self.warm_start and not incremental)
+        return self._train_prepared(prepare_fit(self, X, incremental, first_pass), incremental)
 
     def _initialise(self, X, hidden, device):
         """A new network, column statistics and history for ``X``; the seed
@@ -936,20 +930,23 @@ class PreparedFit:
     settings: TrainingSettings
 
 
-def prepare_first_fit(estimator, X, incremental=False):
-    """What a first ``fit`` (or, ``incremental``, a first ``partial_fit``)
-    does before training, on a new network; raises what it raises for bad
-    input."""
+def prepare_fit(estimator, X, incremental=False, first_pass=True):
+    """What ``fit`` (or, ``incremental``, ``partial_fit``) does before
+    training: on a new network for a ``first_pass``, else on a copy of the
+    fitted one; raises what it raises for bad input."""
     hidden = _check_hidden_layer_sizes(estimator.hidden_layer_sizes)
     device = resolve_device(estimator.device)
-    X = estimator._validate_input(X, reset=True, for_fit=not incremental)
-    start = estimator._initialise(X, hidden, device)
+    X = estimator._validate_input(X, reset=first_pass, for_fit=not incremental)
+    if first_pass:
+        start = estimator._initialise(X, hidden, device)
+    else:
+        start = estimator._resume(X, device, incremental)
     setup = estimator._training_setup(X, start, device, incremental)
     return PreparedFit(X, start, device, *setup)
 
 
 def fit_stacked(estimators, prepared, lead):
-    """Train the prepared fits (``prepare_first_fit``) as one stack
+    """Train the prepared first fits (``prepare_fit``) as one stack
     (``skvae._stacked``) and set each estimator's fitted attributes as its
     ``fit`` would. Returns False, with nothing trained, when they cannot be
     stacked: another architecture or column layout, device or step size,
