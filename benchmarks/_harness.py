@@ -230,10 +230,16 @@ def read_csv_rows(path):
         return list(csv.DictReader(handle))
 
 
-def write_csv(path, rows):
+def write_csv(path, rows, fieldnames=None):
+    """``rows`` (dicts) to ``path``; ``fieldnames`` defaults to the first
+    row's keys, and a row without a field leaves it empty."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        # Unix line endings: the csv module's default \r\n shows every line of a
+        # results file as changed once a file is touched by a tool that writes \n.
+        writer = csv.DictWriter(
+            handle, fieldnames=fieldnames or list(rows[0]), restval="", lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(rows)
 

@@ -38,7 +38,6 @@ frame with a text column of 1,461 distinct values: dates, and product codes.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 import warnings
@@ -54,6 +53,7 @@ from _harness import (
     markdown_table,
     read_csv_rows,
     set_threads,
+    write_csv,
     write_section,
 )
 from sklearn.metrics import roc_auc_score
@@ -254,11 +254,7 @@ def main(argv=None):
         "largest_categorical",
     ]
     everything = stored + rows + timing
-    RESULTS_CSV.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS_CSV, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(everything)
+    write_csv(RESULTS_CSV, everything, fields)
     write_section("real_tables", _section(everything, args, argv))
 
 
