@@ -58,10 +58,19 @@ def _option_type(convert, accept, expected):
     return parse
 
 
+def _auto_or_number(text):
+    return text if text == "auto" else float(text)
+
+
 _contamination = _option_type(
-    lambda text: text if text == "auto" else float(text),
+    _auto_or_number,
     lambda value: value == "auto" or 0.0 < value <= 0.5,
     "'auto' or a number in (0, 0.5]",
+)
+_trim_fraction = _option_type(
+    _auto_or_number,
+    lambda value: value == "auto" or 0.0 <= value < 0.5,
+    "'auto' or a number in [0, 0.5)",
 )
 _fdr = _option_type(float, lambda value: 0.0 < value < 1.0, "a number in (0, 1)")
 _positive_int = _option_type(int, lambda value: value >= 1, "a positive integer")
@@ -214,6 +223,15 @@ def _parser():
         default=None,
         help="epochs at most (default: an automatic budget that ends by itself: 500 "
         "gradient steps of 256 rows on small files, fewer and larger steps on large ones)",
+    )
+    detect.add_argument(
+        "--trim-fraction",
+        type=_trim_fraction,
+        default="auto",
+        help="share of each training batch, its worst-fitting rows, left out of the fit so "
+        "that outliers in FILE are not learned as normal (default 'auto': 0.2). Set 0 when "
+        "every row of FILE is known to be normal, to score new rows with skvae score "
+        "(novelty detection)",
     )
     _add_output_options(detect, flagging)
 
@@ -462,6 +480,7 @@ def detect(args):
         contamination=args.contamination,
         scoring=args.scoring,
         max_iter="auto" if args.max_iter is None else args.max_iter,
+        trim_fraction=args.trim_fraction,
         random_state=args.random_state,
         verbose=not args.quiet,
     )

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import skvae
 from skvae import VAETransformer
 from skvae.cli import TOP_HEADER, main
 from skvae.datasets import load_demo
@@ -282,9 +283,22 @@ def test_score_names_the_columns_a_file_lacks(tmp_path, capsys):
     assert "has no column 'b'" in capsys.readouterr().err
 
 
+def test_trim_fraction_zero_fits_on_every_row_for_novelty_detection(tmp_path, capsys):
+    # Vetted normal rows: the user turns the trim off, and the saved model
+    # (which skvae score reuses on new rows) was fitted that way.
+    table_with_text_id_and_nan(60).to_csv(tmp_path / "clean.csv", index=False)
+    args = ["detect", str(tmp_path / "clean.csv"), "--quiet", "--max-iter", "2"]
+    for trim, expected in (("0", 0.0), ("auto", "auto")):
+        model_path = tmp_path / f"m{trim}.skvae"
+        assert main([*args, "--trim-fraction", trim, "--save-model", str(model_path)]) == 0
+        assert skvae.load(model_path).trim_fraction == expected
+
+
 def test_bad_option_values_are_refused_by_the_parser(capsys):
     for args in (
         ["detect", "--contamination", "0.9"],
+        ["detect", "--trim-fraction", "0.5"],
+        ["detect", "--trim-fraction", "none"],
         ["detect", "--fdr", "0.05", "--contamination", "0.1"],
     ):
         with pytest.raises(SystemExit) as exit_info:
