@@ -13,7 +13,7 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
-from . import _likelihoods
+from . import _likelihoods, _missing_reference
 from ._base import (
     SHARED_PARAMETERS_DOC,
     _BaseVAE,
@@ -175,6 +175,13 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         With cross-conformal calibration, the 5 fold models, each fitted
         without one fold and holding that fold's scores in its
         ``calibration_scores_``; None with split calibration.
+    missing_reference_ : ndarray of shape (n_reference, n_model_columns) or None
+        Up to 32 complete training rows (in the model's columns, before
+        standardising), drawn from the early-stopping validation rows when 8
+        or more of them are complete: ``score_samples`` measures on them how
+        much removing the entries a row lacks changes a complete row's
+        score, and adds that back (see ``score_samples``). None when no
+        training row is complete. Saved model files hold these rows.
     module_ : VAEModule
         The fitted torch module (in eval mode).
     mean_ : ndarray of shape (n_features_in_,)
@@ -370,12 +377,17 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
 
     def _fit(self, X, incremental=False):
         X, held_out = super()._fit(X, incremental)
-        self._threshold_from_training(X, held_out)
+        self._threshold_from_training(X, held_out, incremental)
         return X, held_out
 
-    def _threshold_from_training(self, X, held_out):
-        """``offset_`` and the split calibration from the trained model's
-        scores of its validated training data X."""
+    def _threshold_from_training(self, X, held_out, incremental=False):
+        """``missing_reference_``, then ``offset_`` and the split calibration
+        from the trained model's scores of its validated training data X.
+        A ``partial_fit`` batch without a complete row keeps the reference
+        of the earlier batches."""
+        reference = _missing_reference.reference_rows(X, held_out, self._seed)
+        if reference is not None or not incremental:
+            self.missing_reference_ = reference
         scores = self._score_samples(X)
         self._set_threshold(scores, scores if held_out is None else scores[held_out])
 
@@ -470,6 +482,20 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         model._reached_max_iter = False
         return model
 
+    def _check_loaded_state(self):
+        super()._check_loaded_state()
+        reference = getattr(self, "missing_reference_", None)
+        if reference is None:
+            return
+        # Discrete columns hold the codes the likelihoods index with.
+        layout = self.column_schema_.layout
+        for j, (kind, count) in enumerate(zip(layout.kinds, layout.n_categories, strict=True)):
+            n_codes = count if kind == "categorical" else 2 if kind == "bernoulli" else None
+            if n_codes is not None and not np.isin(reference[:, j], np.arange(n_codes)).all():
+                raise ValueError(
+                    f"missing_reference_ column {j} holds values that are not {kind} codes"
+                )
+
     def _warn_not_converged(self):
         if hasattr(self, "_reached_max_iter"):
             self._reached_max_iter = True
@@ -533,13 +559,32 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         -------
         scores : ndarray of shape (n_samples,)
             The bound chosen by ``scoring``, in nats (or the negative squared
-            reconstruction error for ``scoring="reconstruction"``).
+            reconstruction error for ``scoring="reconstruction"``). A row
+            with missing entries is scored on its observed entries (the
+            model completes the others), plus the median change that
+            removing the same entries makes to the scores of the complete
+            reference rows (``missing_reference_``): an estimate of what the
+            complete row would score, so that missing values count as no
+            evidence either way. Each distinct pattern of missing columns
+            costs scoring 32 more rows.
         """
         check_is_fitted(self)
         return self._score_samples(self._validate_input(X, reset=False))
 
     def _score_samples(self, X):
         """``score_samples`` of validated X, without checks (used by fit)."""
+        return self._scores_as_observed(X) + self._missing_shifts(X)
+
+    def _missing_shifts(self, X):
+        """What ``score_samples`` adds to each row of validated X for the
+        entries it lacks (``skvae._missing_reference``)."""
+        # Models saved or pickled before the correction have no reference.
+        reference = getattr(self, "missing_reference_", None)
+        return _missing_reference.row_shifts(X, reference, self._scores_as_observed)
+
+    def _scores_as_observed(self, X):
+        """Scores of validated X, rows with missing entries scored on their
+        observed entries (and the model's completions of the others)."""
         if self.scoring == "elbo":
             return self._evaluate_scores(X, _likelihoods.elbo, "log_prob") + self._log_jacobian()
         if self.scoring == "reconstruction":
@@ -596,7 +641,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         noise gap its score adds, and a row with missing values the mean
         over the completions its score is the mean over (see
         ``column_types``), so a missing feature shows a typical, never a
-        zero, contribution. Higher is more anomalous; a row's largest terms
+        zero, contribution; the row's missing features also share equally
+        the correction ``score_samples`` adds for the entries it lacks.
+        Higher is more anomalous; a row's largest terms
         are the features the model could not explain. They add up to the
         reconstruction part of the score: for ``scoring="reconstruction"``
         the row sums are ``-score_samples(X)``; for ``scoring="elbo"``
@@ -635,6 +682,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
             contributions = -self._evaluate_scores(
                 X_checked, _likelihoods.reconstruction_feature_log_likelihood, "log_prob"
             )
+        contributions = _missing_reference.spread_over_missing(
+            contributions, X_checked, self._missing_shifts(X_checked)
+        )
         # A date's parts count towards their column; columns left out have none.
         schema = self.column_schema_
         contributions = schema.per_column(contributions)

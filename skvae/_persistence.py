@@ -39,6 +39,7 @@ import torch
 from ._adam_state import ADAM_MOMENTS
 from ._columns import ColumnSchema
 from ._device import resolve_device
+from ._missing_reference import REFERENCE_ROWS
 from ._network import VAEModule
 from ._preprocessing import ColumnMoments
 from ._training import TrainingHistory
@@ -181,6 +182,32 @@ class Array(_Codec):
             raise ValueError("holds NaN or infinite values")
         if array.size == 0 or (self.ascending and np.any(np.diff(array) < 0)):
             raise ValueError("is empty or out of order")
+        return array
+
+
+class Rows(_Codec):
+    """A finite float64 matrix with one column per model column of the stored
+    ``column_schema_`` and at most ``max_rows`` rows (the detector's
+    complete reference rows)."""
+
+    def __init__(self, max_rows, **kwargs):
+        super().__init__(**kwargs)
+        self.max_rows = max_rows
+
+    def _encode(self, name, value, arrays):
+        arrays[name] = np.asarray(value, dtype=np.float64)
+        return name
+
+    def _decode(self, name, stored, arrays, loaded):
+        if stored != name:
+            raise ValueError(f"names the array {stored!r:.100}, not {name!r}")
+        array = arrays.read(name, (None, loaded["column_schema_"].n_columns), np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError("holds NaN or infinite values")
+        if not 1 <= array.shape[0] <= self.max_rows:
+            raise ValueError(f"holds {array.shape[0]} rows, not 1 to {self.max_rows}")
+        # Whether discrete columns hold valid codes is checked with the
+        # network (VAEAnomalyDetector._check_loaded_state).
         return array
 
 
@@ -342,6 +369,8 @@ FITTED_ATTRIBUTES = {
         "calibration_scores_": Array(ascending=True),
         # Optional: files written before cross-conformal calibration lack it.
         "calibration_models_": Estimators(nullable=True, optional=True),
+        # Optional: files written before the drift correction lack it.
+        "missing_reference_": Rows(REFERENCE_ROWS, nullable=True, optional=True),
     },
 }
 
