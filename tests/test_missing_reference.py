@@ -164,3 +164,17 @@ def test_a_tampered_reference_is_a_clear_error(change, message):
     data = rewritten(buffer.getvalue(), arrays=tamper)
     with pytest.raises(ModelFileError, match=f"missing_reference_ .*{message}"):
         skvae.load(io.BytesIO(data))
+
+
+def test_a_model_saved_without_its_reference_scores_holey_rows_uncorrected(fitted):
+    detector, test, holey = fitted
+    detector.set_params(scoring="elbo")
+    bare = copy.deepcopy(detector)
+    bare.missing_reference_ = None
+    buffer = io.BytesIO()
+    bare.save(buffer)
+    loaded = skvae.load(io.BytesIO(buffer.getvalue()))
+    assert loaded.missing_reference_ is None
+    np.testing.assert_array_equal(loaded.score_samples(holey), bare.score_samples(holey))
+    np.testing.assert_array_equal(loaded.score_samples(test), detector.score_samples(test))
+    assert not np.allclose(loaded.score_samples(holey), detector.score_samples(holey))
