@@ -180,8 +180,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         standardising), drawn from the early-stopping validation rows when 8
         or more of them are complete: ``score_samples`` measures on them how
         much removing the entries a row lacks changes a complete row's
-        score, and adds that back (see ``score_samples``). None when no
-        training row is complete. Saved model files hold these rows.
+        score, and adds that back (see ``score_samples``). :meth:`calibrate`
+        replaces them with complete rows of its X. None when no training
+        row is complete. Saved model files hold these rows.
     module_ : VAEModule
         The fitted torch module (in eval mode).
     mean_ : ndarray of shape (n_features_in_,)
@@ -502,6 +503,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
             return
         super()._warn_not_converged()
 
+    @restore_state_on_failure
     def calibrate(self, X):
         """Set ``offset_`` and ``calibration_scores_`` from the rows of X.
 
@@ -509,7 +511,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         ``Incremental``) both come from the last batch only, rows the model
         has just trained on. Rows it has not trained on, drawn from the
         whole data (a held-out sample), give a threshold by the
-        ``contamination`` rule and conformal p-values that hold. The model
+        ``contamination`` rule and conformal p-values that hold. When X has
+        complete rows, up to 32 of them also become ``missing_reference_``
+        (held-out rows are the reference ``fit`` prefers). The network
         itself is not changed.
 
         Parameters
@@ -534,7 +538,12 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         0.1
         """
         check_is_fitted(self)
-        scores = self.score_samples(X)
+        X_checked = self._validate_input(X, reset=False)
+        every_row = np.arange(X_checked.shape[0])
+        reference = _missing_reference.reference_rows(X_checked, every_row, self._seed)
+        if reference is not None:
+            self.missing_reference_ = reference
+        scores = self._score_samples(X_checked)
         self._set_threshold(scores, scores)
         return self
 

@@ -178,3 +178,28 @@ def test_a_model_saved_without_its_reference_scores_holey_rows_uncorrected(fitte
     np.testing.assert_array_equal(loaded.score_samples(holey), bare.score_samples(holey))
     np.testing.assert_array_equal(loaded.score_samples(test), detector.score_samples(test))
     assert not np.allclose(loaded.score_samples(holey), detector.score_samples(holey))
+
+
+def test_calibrate_takes_its_held_out_rows_as_the_reference():
+    rng = np.random.RandomState(5)
+    detector = VAEAnomalyDetector(n_components=2, hidden_layer_sizes=(8,), random_state=0)
+    for _ in range(3):
+        detector.partial_fit(_table(rng, 100, d=6))
+    held_out = _table(rng, 300, d=6)
+    detector.calibrate(held_out)
+    reference = detector.missing_reference_
+    assert reference.shape == (REFERENCE_ROWS, 6)
+    assert all(np.any(np.all(held_out == row, axis=1)) for row in reference)
+    # Without a complete row, X leaves the reference as it was.
+    detector.calibrate(_remove(held_out, rng, n_missing=1))
+    np.testing.assert_array_equal(detector.missing_reference_, reference)
+
+
+def test_a_failed_calibrate_leaves_the_reference_as_it_was(fitted):
+    detector, test, _ = fitted
+    before = detector.missing_reference_.copy()
+    rows = test[:50].copy()
+    rows[0, 0] = 1e300  # beyond float64 reach in standardised units: a ValueError
+    with pytest.raises(ValueError, match="too far from the training data"):
+        detector.calibrate(rows)
+    np.testing.assert_array_equal(detector.missing_reference_, before)
