@@ -386,11 +386,16 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         from the trained model's scores of its validated training data X.
         A ``partial_fit`` batch without a complete row keeps the reference
         of the earlier batches."""
-        reference = _missing_reference.reference_rows(X, held_out, self._seed)
-        if reference is not None or not incremental:
-            self.missing_reference_ = reference
+        self._take_missing_reference(X, held_out, keep_earlier=incremental)
         scores = self._score_samples(X)
         self._set_threshold(scores, scores if held_out is None else scores[held_out])
+
+    def _take_missing_reference(self, X, held_out, keep_earlier):
+        """``missing_reference_`` from validated X (``reference_rows``); with
+        ``keep_earlier``, X without a complete row leaves the one there is."""
+        reference = _missing_reference.reference_rows(X, held_out, self._seed)
+        if reference is not None or not keep_earlier:
+            self.missing_reference_ = reference
 
     def _set_threshold(self, scores, calibration_scores):
         """``offset_`` from ``scores`` by the ``contamination`` rule and the
@@ -539,10 +544,8 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         """
         check_is_fitted(self)
         X_checked = self._validate_input(X, reset=False)
-        every_row = np.arange(X_checked.shape[0])
-        reference = _missing_reference.reference_rows(X_checked, every_row, self._seed)
-        if reference is not None:
-            self.missing_reference_ = reference
+        # Every row of X is held out: any complete one may be drawn.
+        self._take_missing_reference(X_checked, None, keep_earlier=True)
         scores = self._score_samples(X_checked)
         self._set_threshold(scores, scores)
         return self

@@ -74,6 +74,8 @@ def spread_over_missing(contributions, X, shifts):
     """Per-entry anomaly ``contributions`` (higher: more anomalous) of
     validated ``X`` whose row sums follow the corrected scores: each row's
     missing entries share its ``shifts`` equally, being what it corrects."""
+    if not shifts.any():  # complete rows, or no reference: nothing to spread
+        return contributions
     missing = np.isnan(X)
     count = missing.sum(axis=1, keepdims=True)
     share = np.divide(shifts[:, None], count, out=np.zeros_like(contributions), where=count > 0)

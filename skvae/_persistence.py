@@ -158,7 +158,24 @@ class Strings(_Codec):
         return np.asarray(stored, dtype=object)
 
 
-class Array(_Codec):
+class _Floats64(_Codec):
+    """A finite float64 array stored as ``.npy`` (``Array``, ``Rows``)."""
+
+    def _encode(self, name, value, arrays):
+        arrays[name] = np.asarray(value, dtype=np.float64)
+        return name
+
+    def _read_finite(self, name, stored, arrays, shape):
+        """The stored array ``name`` of ``shape`` (None: any length)."""
+        if stored != name:
+            raise ValueError(f"names the array {stored!r:.100}, not {name!r}")
+        array = arrays.read(name, shape, np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError("holds NaN or infinite values")
+        return array
+
+
+class Array(_Floats64):
     """A finite float64 vector, stored as ``.npy``: one value per model
     column of the stored ``column_schema_`` when ``per_feature`` (a date
     column gives several, a left-out column none), else of any non-zero length and ascending when
@@ -169,23 +186,15 @@ class Array(_Codec):
         self.per_feature = per_feature
         self.ascending = ascending
 
-    def _encode(self, name, value, arrays):
-        arrays[name] = np.asarray(value, dtype=np.float64)
-        return name
-
     def _decode(self, name, stored, arrays, loaded):
         shape = (loaded["column_schema_"].n_columns,) if self.per_feature else (None,)
-        if stored != name:
-            raise ValueError(f"names the array {stored!r:.100}, not {name!r}")
-        array = arrays.read(name, shape, np.float64)
-        if not np.isfinite(array).all():
-            raise ValueError("holds NaN or infinite values")
+        array = self._read_finite(name, stored, arrays, shape)
         if array.size == 0 or (self.ascending and np.any(np.diff(array) < 0)):
             raise ValueError("is empty or out of order")
         return array
 
 
-class Rows(_Codec):
+class Rows(_Floats64):
     """A finite float64 matrix with one column per model column of the stored
     ``column_schema_`` and at most ``max_rows`` rows (the detector's
     complete reference rows)."""
@@ -194,16 +203,9 @@ class Rows(_Codec):
         super().__init__(**kwargs)
         self.max_rows = max_rows
 
-    def _encode(self, name, value, arrays):
-        arrays[name] = np.asarray(value, dtype=np.float64)
-        return name
-
     def _decode(self, name, stored, arrays, loaded):
-        if stored != name:
-            raise ValueError(f"names the array {stored!r:.100}, not {name!r}")
-        array = arrays.read(name, (None, loaded["column_schema_"].n_columns), np.float64)
-        if not np.isfinite(array).all():
-            raise ValueError("holds NaN or infinite values")
+        shape = (None, loaded["column_schema_"].n_columns)
+        array = self._read_finite(name, stored, arrays, shape)
         if not 1 <= array.shape[0] <= self.max_rows:
             raise ValueError(f"holds {array.shape[0]} rows, not 1 to {self.max_rows}")
         # Whether discrete columns hold valid codes is checked with the
