@@ -230,16 +230,27 @@ def read_csv_rows(path):
         return list(csv.DictReader(handle))
 
 
+def start_labelled_run(args):
+    """The start of a run that measures the code on ``PYTHONPATH`` under
+    ``args.label``: thread pools set, which skvae is measured printed, and
+    ``{name: (X, y)}`` of the datasets in ``args.data``."""
+    set_threads(args.threads)
+    import skvae
+
+    print(f"measuring {skvae.__file__} as {args.label!r}", flush=True)
+    return {name: (X, y) for name, X, y in load_datasets(args.data)}
+
+
 def write_csv(path, rows, fieldnames=None):
-    """``rows`` (dicts) to ``path``; ``fieldnames`` defaults to the first
-    row's keys, and a row without a field leaves it empty."""
+    """``rows`` (dicts) to ``path``; ``fieldnames`` defaults to every key of
+    the rows in first-seen order, and a row without a field leaves it empty
+    (rows kept from an earlier run may lack a newer field)."""
+    fieldnames = fieldnames or list(dict.fromkeys(key for row in rows for key in row))
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         # Unix line endings: the csv module's default \r\n shows every line of a
         # results file as changed once a file is touched by a tool that writes \n.
-        writer = csv.DictWriter(
-            handle, fieldnames=fieldnames or list(rows[0]), restval="", lineterminator="\n"
-        )
+        writer = csv.DictWriter(handle, fieldnames=fieldnames, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
 

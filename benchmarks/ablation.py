@@ -336,30 +336,23 @@ def _fit_variant(label, X, seed):
 
 def latent_prior_scores(model, X_fit, n_components):
     """Anomaly scores of ``model`` with its N(0, I) prior replaced by a
-    Gaussian mixture fitted to the latent means of ``X_fit``, at the plug-in
-    point the ELBO score uses (the posterior mean): ELBO + log q(mean) - log
-    N(mean; 0, I). Regions the prior covers but the training rows leave
-    empty (the prior's holes) then score low. Reaches into the fitted
-    module: an experiment, not a library option."""
+    Gaussian mixture fitted to the latent means of ``X_fit`` (``embed``), at
+    the plug-in point the ELBO score uses (the posterior mean): ELBO +
+    log q(mean) - log N(mean; 0, I). Regions the prior covers but the
+    training rows leave empty (the prior's holes) then score low. An
+    experiment, not a library option."""
     from sklearn.mixture import GaussianMixture
-
-    def latent_means(Z):
-        return model._evaluate(model._validate_input(Z, reset=False), _encoder_mean)
 
     mixture = GaussianMixture(
         n_components, covariance_type="full", reg_covar=1e-4, random_state=0
-    ).fit(latent_means(X_fit))
+    ).fit(model.embed(X_fit))
 
     def score(Z):
-        means = latent_means(Z)
+        means = model.embed(Z)
         log_prior = -0.5 * np.sum(means**2 + np.log(2 * np.pi), axis=1)
         return -(model.score_samples(Z) + mixture.score_samples(means) - log_prior)
 
     return score
-
-
-def _encoder_mean(module, x):
-    return module.encode(x)[0]
 
 
 def _fit_peer(label, X, seed):

@@ -41,11 +41,10 @@ import pandas as pd
 from _harness import (
     DEFAULT_DATA,
     RESULTS_DIR,
-    load_datasets,
     machine_lines,
     markdown_table,
     read_csv_rows,
-    set_threads,
+    start_labelled_run,
     timed,
     write_csv,
     write_section,
@@ -161,11 +160,7 @@ def _parser():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    set_threads(args.threads)
-    import skvae
-
-    print(f"measuring {skvae.__file__} as {args.label!r}", flush=True)
-    datasets = {name: (X, y) for name, X, y in load_datasets(args.data)}
+    datasets = start_labelled_run(args)
     rows = []
     for name in ["mixed", *args.datasets]:
         for seed in args.seeds:
@@ -173,7 +168,7 @@ def main(argv=None):
                 rows.append({"label": args.label, "table": name, "seed": seed, **result})
             print(name, seed, rows[-1], flush=True)
     everything = [r for r in read_csv_rows(RESULTS_CSV) if r["label"] != args.label] + rows
-    write_csv(RESULTS_CSV, everything, list(dict.fromkeys(k for row in everything for k in row)))
+    write_csv(RESULTS_CSV, everything)
     write_section("missing_share", _section(everything, args, argv))
 
 

@@ -48,11 +48,10 @@ import pandas as pd
 from _harness import (
     DEFAULT_DATA,
     HERE,
-    load_datasets,
     machine_lines,
     markdown_table,
     read_csv_rows,
-    set_threads,
+    start_labelled_run,
     write_csv,
     write_section,
 )
@@ -208,11 +207,7 @@ def _parser():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
-    set_threads(args.threads)
-    import skvae
-
-    print(f"measuring {skvae.__file__} as {args.label!r}", flush=True)
-    datasets = {name: (X, y) for name, X, y in load_datasets(args.data)}
+    datasets = start_labelled_run(args)
     rows = []
     stored = read_csv_rows(RESULTS_CSV)
     if args.fit_times_only:
