@@ -145,7 +145,8 @@ def _data_summary(X, result, source, left_out, columns):
         + "; by the model (see the table): "
         + (", ".join(map(str, dropped)) if dropped else "none"),
         f"{n_missing} row(s) with missing values, scored as completed by the model's "
-        "prediction of them (named in the output's missing column)",
+        "prediction of them, on the complete rows' scale (named in the output's missing "
+        "column)",
     ]
     items = "".join(f"<li>{html.escape(fact)}</li>" for fact in facts)
     return (

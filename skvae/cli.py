@@ -500,7 +500,7 @@ def detect(args):
     if n_missing:
         print(
             f"{n_missing} row(s) have missing values; each is scored as completed by "
-            "the model's prediction of them"
+            "the model's prediction of them, on the complete rows' scale"
         )
     _print_top(top)
     if labels is not None:
