@@ -37,6 +37,7 @@ SECTIONS = [
     "score_rules",
     "cross_conformal_power",
     "speed",
+    "novelty_speed",
     "fit_time",
     "torch_compile",
     "mixed_types",
@@ -289,7 +290,8 @@ class Detector:
     replaces ``scorers`` in the contaminated setting with
     ``function(model, X)`` for the rows the model was fitted on (PyOD's
     ``decision_scores_``: a neighbour-based detector must not count a row as
-    its own neighbour).
+    its own neighbour). ``settings``, when given, are the only settings the
+    detector runs in.
     """
 
     key: str
@@ -299,6 +301,7 @@ class Detector:
     note: str = ""
     extra: dict = field(default_factory=dict)
     training_scorers: dict | None = None
+    settings: tuple | None = None
 
 
 def run(
@@ -338,6 +341,8 @@ def run(
     for setting in settings:
         for order, dataset in enumerate(datasets):
             for detector in detectors:
+                if detector.settings is not None and setting not in detector.settings:
+                    continue
                 peer = peer_seeds is not None and not detector.key.startswith("skvae")
                 for rank, seed in enumerate(
                     (peer_seeds if peer else seeds) if detector.seeded else [0]

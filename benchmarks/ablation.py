@@ -267,6 +267,22 @@ VARIANTS = {
         {"trim_fraction": 0},
         {},
     ),
+    "novelty": (
+        "scoring and contamination: novelty=True, for clean training rows: train on every "
+        "row, score the bound minus the 5th-neighbour distance to up to 10,000 training rows",
+        {"novelty": True},
+        {},
+    ),
+    "novelty, 4,096 neighbour rows": (
+        "novelty=True keeping at most 4,096 training rows to measure distances to",
+        {"novelty": True},
+        {("skvae._neighbors", "MAX_ROWS"): 4096},
+    ),
+    "novelty, 1,024 neighbour rows": (
+        "novelty=True keeping at most 1,024 training rows",
+        {"novelty": True},
+        {("skvae._neighbors", "MAX_ROWS"): 1024},
+    ),
 }
 # label -> components of the Gaussian mixture that replaces the prior when
 # the variant scores (latent_prior_scores).

@@ -10,10 +10,11 @@ import pandas as pd
 from sklearn.base import OutlierMixin, _fit_context, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import _safe_indexing
+from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _num_samples, check_is_fitted
 
-from . import _likelihoods, _missing_reference
+from . import _likelihoods, _missing_reference, _neighbors
 from ._base import (
     SHARED_PARAMETERS_DOC,
     _BaseVAE,
@@ -79,6 +80,10 @@ def _indexable_rows(X):
     return X if hasattr(X, "iloc") else np.asarray(X)
 
 
+def _encoder_input(module, x):
+    return module.network_input(x)
+
+
 def _fit_detectors_stacked(detectors, prepared, lead):
     """``fit_stacked``, then each detector's threshold and split calibration
     as its ``fit`` sets them. False, with nothing kept, when the networks
@@ -128,9 +133,10 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         training loss (and of the validation score). Outliers in the
         training data are the rows the model fits worst, so trimming keeps
         them from being learned as normal (a trimmed-likelihood estimator).
-        ``"auto"`` means 0.2. 0 trains on every row: the choice when the
-        training rows are known to be clean (novelty detection), where it
-        learns the tails of the normal rows too (README: measured gain).
+        ``"auto"`` means 0.2, or 0 with ``novelty=True``. 0 trains on every
+        row: the choice when the training rows are known to be clean
+        (novelty detection), where it learns the tails of the normal rows
+        too (README: measured gain).
 
     calibration : {{"auto", "split", "cross"}}, default="auto"
         Which rows calibrate :meth:`pvalues`. ``"split"``: the early-stopping
@@ -151,6 +157,30 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         about ``P(p <= a) <= 2a`` (split ones: ``<= a``). ``"auto"``:
         ``"cross"`` for 10 to 2,000 training rows, ``"split"`` otherwise.
         ``partial_fit`` and :meth:`calibrate` always use the split rule.
+
+    novelty : bool, default=False
+        Whether the training rows are known to be clean, all normal (novelty
+        detection, as ``LocalOutlierFactor(novelty=True)``): the detector
+        then learns their tails instead of guarding against outliers
+        (``trim_fraction="auto"`` means 0) and takes off each row's score
+        its distance to the training rows: ``score_samples`` is the bound
+        minus ``slope * (d - center)``, ``d`` the distance of the row to its
+        5th nearest training row, measured as the encoder sees rows
+        (standardised, categories one-hot), ``center`` the median of the
+        training rows' own such distances and ``slope`` the ratio of the
+        interquartile ranges of the training rows' bounds and distances.
+        The two scores fail on different tables; added, they rank
+        anomalies among clean rows better than the bound alone (benchmarks:
+        mean ROC-AUC over 16 datasets 0.946, against 0.923 with
+        ``novelty=False``, 0.938 for PyOD's kNN). Up to 10,000 training rows
+        are kept (``neighbor_rows_``, also in model files) and scoring
+        compares each row with all of them: 35,000 to 59,000 rows/s on 2
+        threads instead of some 2 million.
+        On training rows with outliers among them keep False. As in
+        ``LocalOutlierFactor(novelty=True)``, scores of the training rows
+        themselves are too normal (each row is its own nearest neighbour;
+        ``offset_`` comes from their scores without themselves), so
+        ``fit_predict`` is not available: score new rows.
 
     {shared_parameters}
 
@@ -183,6 +213,17 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         score, and adds that back (see ``score_samples``). :meth:`calibrate`
         replaces them with complete rows of its X. None when no training
         row is complete. Saved model files hold these rows.
+    neighbor_rows_ : ndarray of shape (n_neighbors, n_model_columns) or None
+        With ``novelty=True``: the training rows (in the model's columns,
+        before standardising, NaN where missing) that ``score_samples``
+        measures each row's distance to: those fit trained on (not the
+        validation rows, so that the calibration stays unseen), at most
+        10,000 of them drawn at random. After ``partial_fit``: drawn from
+        every batch's rows. None with ``novelty=False`` or fewer than 2
+        training rows.
+    neighbor_scaling_ : ndarray of shape (2,) or None
+        ``(center, slope)`` of the distance term (see ``novelty``); None
+        with ``neighbor_rows_``.
     module_ : VAEModule
         The fitted torch module (in eval mode).
     mean_ : ndarray of shape (n_features_in_,)
@@ -251,6 +292,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         "scoring": [StrOptions({"elbo", "iwae", "reconstruction"})],
         "trim_fraction": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="left")],
         "calibration": [StrOptions({"auto", "split", "cross"})],
+        "novelty": ["boolean"],
     }
 
     def __init__(
@@ -260,6 +302,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         scoring="elbo",
         trim_fraction="auto",
         calibration="auto",
+        novelty=False,
         n_components=8,
         hidden_layer_sizes=(64, 32),
         activation="relu",
@@ -311,6 +354,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         self.scoring = scoring
         self.trim_fraction = trim_fraction
         self.calibration = calibration
+        self.novelty = novelty
 
     @_fit_context(prefer_skip_nested_validation=True)
     @restore_state_on_failure
@@ -382,13 +426,60 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         return X, held_out
 
     def _threshold_from_training(self, X, held_out, incremental=False):
-        """``missing_reference_``, then ``offset_`` and the split calibration
-        from the trained model's scores of its validated training data X.
-        A ``partial_fit`` batch without a complete row keeps the reference
-        of the earlier batches."""
+        """``missing_reference_`` and, with ``novelty``, the neighbour rows;
+        then ``offset_`` and the split calibration from the trained model's
+        scores of its validated training data X. A ``partial_fit`` batch
+        without a complete row keeps the reference of the earlier batches."""
         self._take_missing_reference(X, held_out, keep_earlier=incremental)
-        scores = self._score_samples(X)
+        bounds = self._bounds_as_observed(X)
+        penalties = self._take_neighbor_rows(X, held_out, bounds, incremental)
+        scores = bounds - penalties + self._missing_shifts(X)
         self._set_threshold(scores, scores if held_out is None else scores[held_out])
+
+    def _take_neighbor_rows(self, X, held_out, bounds, incremental):
+        """With ``novelty``: ``neighbor_rows_`` from the training rows of
+        validated X (after ``partial_fit``, from them and the earlier ones),
+        their distance scaling against ``bounds`` (``neighbor_scaling_``),
+        and the neighbour penalty of each row of X, X's own neighbour rows
+        measured without themselves. Without: None and no penalty."""
+        earlier = getattr(self, "neighbor_rows_", None) if incremental else None
+        self.neighbor_rows_ = self.neighbor_scaling_ = self._neighbor_search = None
+        no_penalty = np.zeros(X.shape[0])
+        if not self.novelty:
+            return no_penalty
+        positions = _neighbors.select_rows(X.shape[0], held_out, self._seed)
+        if positions is None:
+            return no_penalty
+        if earlier is not None:
+            seed = [self._seed, self.n_iter_]
+            positions, earlier = _neighbors.merge_rows(positions, earlier, seed)
+        rows = X[positions] if earlier is None else np.vstack([X[positions], earlier])
+        search = _neighbors.NeighborSearch(self._embed(rows))
+        reference = search.own_distances()
+        center = float(np.median(reference))
+        slope = _neighbors.robust_spread(bounds) / _neighbors.robust_spread(reference)
+        self.neighbor_rows_ = np.array(rows, dtype=np.float64)
+        self.neighbor_scaling_ = np.array([center, slope])
+        self._neighbor_search = search
+        own = np.zeros(X.shape[0], dtype=bool)
+        own[positions] = True
+        distances = search.distances_leaving_out(self._embed(X), own)
+        return slope * (distances - center)
+
+    def _embed(self, X):
+        """Validated rows X as the encoder gets them: where neighbour
+        distances are measured."""
+        return self._evaluate(X, _encoder_input)
+
+    def _neighbor_penalties(self, X):
+        """What the neighbour term takes off the scores of validated X: the
+        k-th neighbour distance, centred and put on the bound's scale by
+        ``neighbor_scaling_``; 0 without neighbour rows."""
+        search = getattr(self, "_neighbor_search", None)
+        if search is None:
+            return np.zeros(X.shape[0])
+        center, slope = self.neighbor_scaling_
+        return slope * (search.distances(self._embed(X)) - center)
 
     def _take_missing_reference(self, X, held_out, keep_earlier):
         """``missing_reference_`` from validated X (``reference_rows``); with
@@ -491,16 +582,30 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
     def _check_loaded_state(self):
         super()._check_loaded_state()
         reference = getattr(self, "missing_reference_", None)
-        if reference is None:
+        neighbors = getattr(self, "neighbor_rows_", None)
+        scaling = getattr(self, "neighbor_scaling_", None)
+        for name, rows in (("missing_reference_", reference), ("neighbor_rows_", neighbors)):
+            if rows is not None:
+                self._check_codes(name, rows)
+        if (neighbors is None) != (scaling is None) or (neighbors is not None and not self.novelty):
+            raise ValueError("neighbor_rows_ and neighbor_scaling_ go together, with novelty=True")
+        self._neighbor_search = None
+        if neighbors is None:
             return
-        # Discrete columns hold the codes the likelihoods index with.
+        if neighbors.shape[0] < 2 or scaling.shape != (2,) or not scaling[1] > 0:
+            raise ValueError("the neighbour term needs 2 rows and a positive scale")
+        # Derived from the stored rows, as fit builds it (never stored).
+        self._neighbor_search = _neighbors.NeighborSearch(self._embed(neighbors))
+
+    def _check_codes(self, name, rows):
+        """Discrete columns of stored rows hold the codes the likelihoods
+        index with (or NaN, for a missing entry)."""
         layout = self.column_schema_.layout
         for j, (kind, count) in enumerate(zip(layout.kinds, layout.n_categories, strict=True)):
             n_codes = count if kind == "categorical" else 2 if kind == "bernoulli" else None
-            if n_codes is not None and not np.isin(reference[:, j], np.arange(n_codes)).all():
-                raise ValueError(
-                    f"missing_reference_ column {j} holds values that are not {kind} codes"
-                )
+            column = rows[:, j][~np.isnan(rows[:, j])]
+            if n_codes is not None and not np.isin(column, np.arange(n_codes)).all():
+                raise ValueError(f"{name} column {j} holds values that are not {kind} codes")
 
     def _warn_not_converged(self):
         if hasattr(self, "_reached_max_iter"):
@@ -552,7 +657,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
 
     def _trim_fraction(self):
         if self.trim_fraction == "auto":
-            return AUTO_TRIM_FRACTION
+            return 0.0 if self.novelty else AUTO_TRIM_FRACTION
         return float(self.trim_fraction)
 
     def _offset(self, training_scores):
@@ -578,7 +683,10 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
             reference rows (``missing_reference_``): an estimate of what the
             complete row would score, so that missing values count as no
             evidence either way. Each distinct pattern of missing columns
-            costs scoring 32 more rows.
+            costs scoring 32 more rows. With ``novelty=True`` the score also
+            loses the row's distance term (see ``novelty``), measured with
+            the missing entries at their column means, and the correction
+            for missing entries covers it too.
         """
         check_is_fitted(self)
         return self._score_samples(self._validate_input(X, reset=False))
@@ -596,7 +704,14 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
 
     def _scores_as_observed(self, X):
         """Scores of validated X, rows with missing entries scored on their
-        observed entries (and the model's completions of the others)."""
+        observed entries (and, in the bound, the model's completions of the
+        others)."""
+        return self._bounds_as_observed(X) - self._neighbor_penalties(X)
+
+    def _bounds_as_observed(self, X):
+        """The bound chosen by ``scoring`` of each row of validated X, rows
+        with missing entries scored on their observed entries and the
+        model's completions of the others."""
         if self.scoring == "elbo":
             return self._evaluate_scores(X, _likelihoods.elbo, "log_prob") + self._log_jacobian()
         if self.scoring == "reconstruction":
@@ -661,7 +776,9 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         the row sums are ``-score_samples(X)``; for ``scoring="elbo"``
         ``-score_samples(X)`` is the row sum plus the row's KL term plus
         ``sum(log(scale_))``
-        (``"iwae"`` gets the same terms as ``"elbo"``).
+        (``"iwae"`` gets the same terms as ``"elbo"``). With ``novelty=True``
+        the distance term of ``score_samples`` is not split over features:
+        it is left out of the contributions.
 
         Parameters
         ----------
@@ -722,6 +839,35 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         Z : ndarray of shape (n_samples, n_components)
         """
         return self._latent_means(X)
+
+    def _fit_predict_available(self):
+        if self.novelty:
+            raise AttributeError(
+                "fit_predict is not available when novelty=True: each training row "
+                "is its own nearest neighbour, so predict on the training rows flags "
+                "too few. Use novelty=False to flag outliers among the training rows, "
+                "or predict on new rows."
+            )
+        return True
+
+    @available_if(_fit_predict_available)
+    def fit_predict(self, X, y=None, **kwargs):
+        """Fit on X and return its labels: +1 for inliers, -1 for outliers.
+
+        Not available with ``novelty=True`` (as in ``LocalOutlierFactor``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : Ignored
+        **kwargs : dict
+            Passed to ``fit``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return super().fit_predict(X, y, **kwargs)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for outliers.

@@ -40,6 +40,7 @@ from ._adam_state import ADAM_MOMENTS
 from ._columns import ColumnSchema
 from ._device import resolve_device
 from ._missing_reference import REFERENCE_ROWS
+from ._neighbors import MAX_ROWS as NEIGHBOR_MAX_ROWS
 from ._network import VAEModule
 from ._preprocessing import ColumnMoments
 from ._training import TrainingHistory
@@ -165,11 +166,15 @@ class _Floats64(_Codec):
         arrays[name] = np.asarray(value, dtype=np.float64)
         return name
 
-    def _read_finite(self, name, stored, arrays, shape):
+    def _read(self, name, stored, arrays, shape):
         """The stored array ``name`` of ``shape`` (None: any length)."""
         if stored != name:
             raise ValueError(f"names the array {stored!r:.100}, not {name!r}")
-        array = arrays.read(name, shape, np.float64)
+        return arrays.read(name, shape, np.float64)
+
+    def _read_finite(self, name, stored, arrays, shape):
+        """``_read``, for arrays that must be finite."""
+        array = self._read(name, stored, arrays, shape)
         if not np.isfinite(array).all():
             raise ValueError("holds NaN or infinite values")
         return array
@@ -195,17 +200,24 @@ class Array(_Floats64):
 
 
 class Rows(_Floats64):
-    """A finite float64 matrix with one column per model column of the stored
+    """A float64 matrix with one column per model column of the stored
     ``column_schema_`` and at most ``max_rows`` rows (the detector's
-    complete reference rows)."""
+    complete reference rows, its neighbour rows): finite, or NaN where
+    ``missing`` allows missing entries."""
 
-    def __init__(self, max_rows, **kwargs):
+    def __init__(self, max_rows, *, missing=False, **kwargs):
         super().__init__(**kwargs)
         self.max_rows = max_rows
+        self.missing = missing
 
     def _decode(self, name, stored, arrays, loaded):
         shape = (None, loaded["column_schema_"].n_columns)
-        array = self._read_finite(name, stored, arrays, shape)
+        if self.missing:
+            array = self._read(name, stored, arrays, shape)
+            if np.isinf(array).any():
+                raise ValueError("holds infinite values")
+        else:
+            array = self._read_finite(name, stored, arrays, shape)
         if not 1 <= array.shape[0] <= self.max_rows:
             raise ValueError(f"holds {array.shape[0]} rows, not 1 to {self.max_rows}")
         # Whether discrete columns hold valid codes is checked with the
@@ -373,6 +385,9 @@ FITTED_ATTRIBUTES = {
         "calibration_models_": Estimators(nullable=True, optional=True),
         # Optional: files written before the drift correction lack it.
         "missing_reference_": Rows(REFERENCE_ROWS, nullable=True, optional=True),
+        # Optional: files written before novelty=True lack them.
+        "neighbor_rows_": Rows(NEIGHBOR_MAX_ROWS, missing=True, nullable=True, optional=True),
+        "neighbor_scaling_": Array(nullable=True, optional=True),
     },
 }
 

@@ -229,9 +229,15 @@ def _parser():
         type=_trim_fraction,
         default="auto",
         help="share of each training batch, its worst-fitting rows, left out of the fit so "
-        "that outliers in FILE are not learned as normal (default 'auto': 0.2). Set 0 when "
-        "every row of FILE is known to be normal, to score new rows with skvae score "
-        "(novelty detection)",
+        "that outliers in FILE are not learned as normal (default 'auto': 0.2; 0 with "
+        "--novelty)",
+    )
+    detect.add_argument(
+        "--novelty",
+        action="store_true",
+        help="every row of FILE is known to be normal (vetted rows, to screen new rows against "
+        "with skvae score): fit on all of them and add each row's distance to them to its "
+        "score, the stronger detector for new rows",
     )
     _add_output_options(detect, flagging)
 
@@ -481,6 +487,7 @@ def detect(args):
         scoring=args.scoring,
         max_iter="auto" if args.max_iter is None else args.max_iter,
         trim_fraction=args.trim_fraction,
+        novelty=args.novelty,
         random_state=args.random_state,
         verbose=not args.quiet,
     )
@@ -501,6 +508,11 @@ def detect(args):
         print(
             f"{n_missing} row(s) have missing values; each is scored as completed by "
             "the model's prediction of them, on the complete rows' scale"
+        )
+    if args.novelty:
+        print(
+            "--novelty: each row of the file is its own nearest training row, so these "
+            "scores look more normal than new rows' will; score new rows with skvae score"
         )
     _print_top(top)
     if labels is not None:

@@ -63,15 +63,20 @@ def test_quality_harness_writes_both_settings_and_reruns_one_detector(tmp_path, 
     out = tmp_path / "out"
     common = ["--data", str(data), "--large", "--seeds", "0", "--output", str(out)]
 
-    quality.main([*common, "--detectors", "iforest", "skvae", "--cap", "0"])
+    quality.main([*common, "--detectors", "iforest", "skvae", "skvae-novelty", "--cap", "0"])
 
     rows = _read(out / "results" / "quality.csv")
-    # Setting, then datasets in ADBench's numeric order, then detector.
+    # Setting, then datasets in ADBench's numeric order, then detector;
+    # novelty=True runs in the novelty setting only.
+    ours = {
+        "contaminated": (quality.DEFAULT_LABEL,),
+        "novelty": (quality.DEFAULT_LABEL, quality.NOVELTY_LABEL),
+    }
     assert [(r["setting"], r["dataset"], r["detector"]) for r in rows] == [
         (setting, name, label)
         for setting in ("contaminated", "novelty")
         for name in ("second", "tenth")
-        for label in (quality.DEFAULT_LABEL, "IsolationForest")
+        for label in (*ours[setting], "IsolationForest")
     ]
     assert all(float(r["roc_auc"]) > 0.95 and r["status"] == "ok" for r in rows)
     # Novelty: fitted on half of the 150 normal rows, scores the rest and the 8 anomalies.
@@ -82,6 +87,8 @@ def test_quality_harness_writes_both_settings_and_reruns_one_detector(tmp_path, 
     assert "#### ROC-AUC per dataset (novelty)" in results
     assert "--detectors iforest skvae" in results
     assert "Best mean rank: **" in results
+    # Each setting's checks are about the skvae its users fit.
+    assert f"({quality.NOVELTY_LABEL} " in results.split("Checks on these numbers (novelty)")[1]
 
     # Rerunning one detector replaces its rows only; the others are kept as stored.
     quality.main([*common, "--detectors", "iforest", "--settings", "novelty"])
@@ -385,3 +392,24 @@ def test_fit_time_report_sums_the_tables_and_judges_the_target(import_script):
     assert "2 of 2 tables" in fit_time.report(rows, labels, [], 2)
     rows[1]["wall_s"] = 3.0  # a: 3x; summed 43 / 3 = 14.3x, still only 1 table at 10x
     assert "14.3x" in fit_time.report(rows, labels, [], 2)
+
+
+def test_novelty_speed_times_both_fits_and_keeps_the_neighbour_rows(
+    tmp_path, import_script, monkeypatch
+):
+    from skvae import _training
+
+    novelty_speed = import_script("novelty_speed")
+    monkeypatch.setattr(_training, "BUDGET_STEPS", 30)  # a short budget keeps the test fast
+    out = tmp_path / "out"
+    novelty_speed.main(
+        ["--max-rows", "20000", "--score-rows", "2000", "--threads", "1", "--output", str(out)]
+    )
+
+    rows = _read(out / "results" / "novelty_speed.csv")
+    assert [(r["table"], r["novelty"], r["neighbor_rows"]) for r in rows] == [
+        ("20,000 x 10", "False", "0"),
+        ("20,000 x 10", "True", "10000"),
+    ]
+    assert all(float(r["fit_s"]) > 0 and float(r["score_rows_per_s"]) > 0 for r in rows)
+    assert "## What novelty=True costs" in (out / "RESULTS.md").read_text()

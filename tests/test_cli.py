@@ -294,6 +294,17 @@ def test_trim_fraction_zero_fits_on_every_row_for_novelty_detection(tmp_path, ca
         assert skvae.load(model_path).trim_fraction == expected
 
 
+def test_novelty_flag_saves_a_model_that_scores_new_rows_by_distance_too(tmp_path, capsys):
+    table_with_text_id_and_nan(60).to_csv(tmp_path / "clean.csv", index=False)
+    model_path = tmp_path / "m.skvae"
+    args = ["detect", str(tmp_path / "clean.csv"), "--quiet", "--max-iter", "2", "--novelty"]
+    assert main([*args, "--save-model", str(model_path)]) == 0
+    assert "its own nearest training row" in capsys.readouterr().out
+    model = skvae.load(model_path)
+    assert model.novelty is True
+    assert model.neighbor_rows_ is not None and model.neighbor_rows_.shape[0] >= 2
+
+
 def test_bad_option_values_are_refused_by_the_parser(capsys):
     for args in (
         ["detect", "--contamination", "0.9"],

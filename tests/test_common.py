@@ -14,6 +14,7 @@ ESTIMATORS = [
     VAEAnomalyDetector(**SMALL),
     VAEAnomalyDetector(**SMALL, scoring="iwae", n_importance_samples=4),
     VAEAnomalyDetector(**SMALL, scoring="reconstruction", contamination=0.1),
+    VAEAnomalyDetector(**SMALL, novelty=True),
 ]
 
 
