@@ -41,6 +41,7 @@ SECTIONS = [
     "fit_time",
     "torch_compile",
     "mixed_types",
+    "mixed_novelty",
     "real_tables",
     "missing_share",
     "dask",

@@ -448,12 +448,12 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         if not self.novelty:
             return no_penalty
         positions = _neighbors.select_rows(X.shape[0], held_out, self._seed)
-        if positions is None:
-            return no_penalty
         if earlier is not None:
             seed = [self._seed, self.n_iter_]
             positions, earlier = _neighbors.merge_rows(positions, earlier, seed)
         rows = X[positions] if earlier is None else np.vstack([X[positions], earlier])
+        if rows.shape[0] < 2:
+            return no_penalty
         search = _neighbors.NeighborSearch(self._embed(rows))
         reference = search.own_distances()
         center = float(np.median(reference))

@@ -39,10 +39,8 @@ MAX_ROWS = 10_000
 def select_rows(n_rows, held_out, seed):
     """Positions of the training rows the distances are measured to: those
     not ``held_out`` (so the calibration rows stay unseen), at most
-    ``MAX_ROWS`` of them drawn with ``seed``; None below 2 rows."""
+    ``MAX_ROWS`` of them drawn with ``seed``."""
     rows = np.arange(n_rows) if held_out is None else np.setdiff1d(np.arange(n_rows), held_out)
-    if rows.size < 2:
-        return None
     if rows.size > MAX_ROWS:
         rows = np.sort(np.random.RandomState(seed).choice(rows, MAX_ROWS, replace=False))
     return rows

@@ -242,3 +242,13 @@ def test_fit_predict_is_not_offered_as_in_local_outlier_factor(rings):
         detector.fit_predict(rings[0])
     assert "novelty=True" in str(error.value.__cause__)
     assert hasattr(VAEAnomalyDetector(), "fit_predict")
+
+
+def test_a_one_row_batch_keeps_the_earlier_rows():
+    X = np.random.RandomState(8).normal(size=(101, 3))
+    detector = VAEAnomalyDetector(**FAST, novelty=True).partial_fit(X[:100])
+    detector.partial_fit(X[100:])
+    assert detector.neighbor_rows_.shape == (101, 3)
+    single = VAEAnomalyDetector(**FAST, novelty=True).partial_fit(X[:1])
+    assert single.neighbor_rows_ is None
+    assert np.isfinite(single.score_samples(X)).all()
