@@ -29,13 +29,12 @@ from _harness import (
     evaluate,
     load_datasets,
     machine_lines,
-    markdown_table,
     pin_threads,
     setting_split,
     write_csv,
     write_section,
 )
-from mixed_types import DEFAULT_DATASETS, make_mixed
+from mixed_types import DEFAULT_DATASETS, make_mixed, metric_tables
 
 from skvae import VAEAnomalyDetector
 
@@ -94,8 +93,6 @@ def main(argv=None):
 
 
 def _section(rows, datasets, args, argv):
-    mean = pd.DataFrame(rows).groupby(["dataset", "method"], sort=False)
-    mean = mean[["roc_auc", "average_precision"]].mean().unstack("method")
     lines = [
         "## Novelty detection on mixed tables",
         "",
@@ -109,14 +106,7 @@ def _section(rows, datasets, args, argv):
         "model's random_state).",
         "",
     ]
-    for metric, title in (("roc_auc", "ROC-AUC"), ("average_precision", "Average precision")):
-        body = [
-            [name, *(f"{mean.loc[name, (metric, m)]:.3f}" for m in METHODS)]
-            for name, _, _ in datasets
-        ]
-        body.append(["**mean**", *(f"**{mean[(metric, m)].mean():.3f}**" for m in METHODS)])
-        lines += [f"{title}:", "", markdown_table(["dataset", *METHODS], body), ""]
-    return "\n".join(lines)
+    return "\n".join(lines + metric_tables(pd.DataFrame(rows), datasets, list(METHODS)))
 
 
 if __name__ == "__main__":

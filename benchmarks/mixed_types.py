@@ -182,8 +182,6 @@ def main(argv=None):
 
 def _section(rows, datasets, args, argv):
     table = pd.DataFrame(rows)
-    mean = table.groupby(["dataset", "method"], sort=False)[["roc_auc", "average_precision"]]
-    mean = mean.mean().unstack("method")
     lines = [
         "## Mixed column types and missing values",
         "",
@@ -199,13 +197,7 @@ def _section(rows, datasets, args, argv):
         "missing entries and the model's random_state).",
         "",
     ]
-    for metric, title in (("roc_auc", "ROC-AUC"), ("average_precision", "Average precision")):
-        body = [
-            [name, *(f"{mean.loc[name, (metric, m)]:.3f}" for m in METHODS)]
-            for name, _, _ in datasets
-        ]
-        body.append(["**mean**", *(f"**{mean[(metric, m)].mean():.3f}**" for m in METHODS)])
-        lines += [f"{title}:", "", markdown_table(["dataset", *METHODS], body), ""]
+    lines += metric_tables(table, datasets, METHODS)
     wins = table.pivot_table(index=["dataset", "seed"], columns="method", values="roc_auc")
     for baseline in METHODS[1:3]:
         better = int((wins["native"] > wins[baseline]).sum())
@@ -220,6 +212,22 @@ def _section(rows, datasets, args, argv):
         "columns)."
     )
     return "\n".join(lines)
+
+
+def metric_tables(table, datasets, methods):
+    """Markdown lines: per metric, each dataset's mean over seeds under each
+    method, and the mean over datasets."""
+    mean = table.groupby(["dataset", "method"], sort=False)[["roc_auc", "average_precision"]]
+    mean = mean.mean().unstack("method")
+    lines = []
+    for metric, title in (("roc_auc", "ROC-AUC"), ("average_precision", "Average precision")):
+        body = [
+            [name, *(f"{mean.loc[name, (metric, m)]:.3f}" for m in methods)]
+            for name, _, _ in datasets
+        ]
+        body.append(["**mean**", *(f"**{mean[(metric, m)].mean():.3f}**" for m in methods)])
+        lines += [f"{title}:", "", markdown_table(["dataset", *methods], body), ""]
+    return lines
 
 
 if __name__ == "__main__":
