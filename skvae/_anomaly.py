@@ -22,6 +22,7 @@ from ._base import (
     prepare_fit,
     restore_state_on_failure,
 )
+from ._network import UNSEEN_CODE
 from ._stacked import StackedDivergence
 from ._training import TrainingDivergedError
 from ._warnings import caller_stacklevel
@@ -219,8 +220,10 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         measures each row's distance to: those fit trained on (not the
         validation rows, so that the calibration stays unseen), at most
         10,000 of them drawn at random. After ``partial_fit``: drawn from
-        every batch's rows. None with ``novelty=False`` or fewer than 2
-        training rows.
+        every batch's rows, a row seen again in a later epoch kept once.
+        None with ``novelty=False`` or fewer than 2 training rows (a
+        ``partial_fit`` batch of 1 row with none kept before gets no
+        distance term, and its row is not kept).
     neighbor_scaling_ : ndarray of shape (2,) or None
         ``(center, slope)`` of the distance term (see ``novelty``); None
         with ``neighbor_rows_``.
@@ -450,7 +453,7 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         positions = _neighbors.select_rows(X.shape[0], held_out, self._seed)
         if earlier is not None:
             seed = [self._seed, self.n_iter_]
-            positions, earlier = _neighbors.merge_rows(positions, earlier, seed)
+            positions, earlier = _neighbors.merge_rows(X, positions, earlier, seed)
         rows = X[positions] if earlier is None else np.vstack([X[positions], earlier])
         if rows.shape[0] < 2:
             return no_penalty
@@ -579,6 +582,11 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         model._reached_max_iter = False
         return model
 
+    def __setstate__(self, state):
+        # Pickled before novelty=True existed: the behaviour it had then.
+        state.setdefault("novelty", False)
+        super().__setstate__(state)
+
     def _check_loaded_state(self):
         super()._check_loaded_state()
         reference = getattr(self, "missing_reference_", None)
@@ -587,8 +595,10 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
         for name, rows in (("missing_reference_", reference), ("neighbor_rows_", neighbors)):
             if rows is not None:
                 self._check_codes(name, rows)
-        if (neighbors is None) != (scaling is None) or (neighbors is not None and not self.novelty):
-            raise ValueError("neighbor_rows_ and neighbor_scaling_ go together, with novelty=True")
+        # Not tied to ``novelty``: set_params after the fit changes the
+        # parameter, not the fitted term, and the file must load as it scores.
+        if (neighbors is None) != (scaling is None):
+            raise ValueError("neighbor_rows_ and neighbor_scaling_ go together")
         self._neighbor_search = None
         if neighbors is None:
             return
@@ -599,12 +609,13 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
 
     def _check_codes(self, name, rows):
         """Discrete columns of stored rows hold the codes the likelihoods
-        index with (or NaN, for a missing entry)."""
+        index with, NaN for a missing entry or, in a categorical column,
+        ``UNSEEN_CODE`` for a category a later ``partial_fit`` batch brought."""
         layout = self.column_schema_.layout
         for j, (kind, count) in enumerate(zip(layout.kinds, layout.n_categories, strict=True)):
-            n_codes = count if kind == "categorical" else 2 if kind == "bernoulli" else None
+            codes = {"categorical": [*range(count), UNSEEN_CODE], "bernoulli": [0, 1]}.get(kind)
             column = rows[:, j][~np.isnan(rows[:, j])]
-            if n_codes is not None and not np.isin(column, np.arange(n_codes)).all():
+            if codes is not None and not np.isin(column, codes).all():
                 raise ValueError(f"{name} column {j} holds values that are not {kind} codes")
 
     def _warn_not_converged(self):

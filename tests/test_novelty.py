@@ -252,3 +252,45 @@ def test_a_one_row_batch_keeps_the_earlier_rows():
     single = VAEAnomalyDetector(**FAST, novelty=True).partial_fit(X[:1])
     assert single.neighbor_rows_ is None
     assert np.isfinite(single.score_samples(X)).all()
+
+
+def test_epochs_of_partial_fit_keep_each_row_once_and_flag_at_the_rate_asked_for():
+    rng = np.random.RandomState(9)
+    X, new = rng.normal(size=(2000, 4)), rng.normal(size=(4000, 4))
+    detector = VAEAnomalyDetector(**FAST, novelty=True, contamination=0.1)
+    for _ in range(3):
+        for batch in np.split(X, 4):
+            detector.partial_fit(batch)
+    assert detector.neighbor_rows_.shape == (2000, 4)
+    assert np.unique(detector.neighbor_rows_, axis=0).shape[0] == 2000
+    # The last batch sets offset_: its rows measured without their earlier
+    # copies look like new rows, not closer.
+    assert 0.06 < np.mean(detector.predict(new) == -1) < 0.15
+
+
+def test_a_model_whose_novelty_was_switched_off_after_the_fit_saves_and_loads(rings):
+    X, test, _, detector = rings
+    switched = pickle.loads(pickle.dumps(detector)).set_params(novelty=False)
+    loaded = skvae.load(io.BytesIO(_saved(switched)))
+    np.testing.assert_allclose(loaded.score_samples(test), detector.score_samples(test), rtol=1e-6)
+
+
+def test_a_category_first_seen_in_a_later_batch_is_kept_and_saved(tmp_path):
+    rng = np.random.RandomState(10)
+    first = pd.DataFrame({"x": rng.normal(size=100), "kind": pd.Categorical(["a", "b"] * 50)})
+    later = pd.DataFrame({"x": rng.normal(size=50), "kind": pd.Categorical(["c"] * 50)})
+    detector = VAEAnomalyDetector(**FAST, novelty=True).partial_fit(first).partial_fit(later)
+    loaded = skvae.load(io.BytesIO(_saved(detector)))
+    np.testing.assert_allclose(loaded.score_samples(later), detector.score_samples(later))
+
+
+def test_objects_pickled_before_novelty_existed_keep_working(rings):
+    X, *_ = rings
+    detector = _fit(X, max_iter=2)
+    state = detector.__getstate__()
+    del state["novelty"]
+    old = VAEAnomalyDetector.__new__(VAEAnomalyDetector)
+    old.__setstate__(state)
+    assert old.novelty is False and hasattr(old, "fit_predict")
+    old.partial_fit(X[:50])
+    assert np.isfinite(old.score_samples(X)).all()
