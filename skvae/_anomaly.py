@@ -477,9 +477,10 @@ class VAEAnomalyDetector(OutlierMixin, _BaseVAE):
     def _neighbor_penalties(self, X):
         """What the neighbour term takes off the scores of validated X: the
         k-th neighbour distance, centred and put on the bound's scale by
-        ``neighbor_scaling_``; 0 without neighbour rows."""
+        ``neighbor_scaling_``; 0 without neighbour rows (also once a user
+        has set ``neighbor_rows_`` to None, to save the model without them)."""
         search = getattr(self, "_neighbor_search", None)
-        if search is None:
+        if search is None or getattr(self, "neighbor_rows_", None) is None:
             return np.zeros(X.shape[0])
         center, slope = self.neighbor_scaling_
         return slope * (search.distances(self._embed(X)) - center)

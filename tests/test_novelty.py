@@ -3,6 +3,7 @@ to the training rows (skvae._neighbors)."""
 
 import io
 import pickle
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -294,3 +295,27 @@ def test_objects_pickled_before_novelty_existed_keep_working(rings):
     assert old.novelty is False and hasattr(old, "fit_predict")
     old.partial_fit(X[:50])
     assert np.isfinite(old.score_samples(X)).all()
+
+
+def test_clearing_the_training_rows_as_the_readme_says_leaves_none_in_the_file():
+    rng = np.random.RandomState(11)
+    X = rng.normal(size=(300, 3))
+    X[::10, 0] = np.nan
+    detector = _fit(X, novelty=True, max_iter=5, calibration="cross")
+    for model in [detector, *(detector.calibration_models_ or [])]:
+        model.missing_reference_ = None
+        model.neighbor_rows_ = model.neighbor_scaling_ = None
+    data = _saved(detector)
+    with zipfile.ZipFile(io.BytesIO(data)) as outer:
+        nested = [n for n in outer.namelist() if "calibration_models_" in n]
+        assert len(nested) == 5
+        names = list(outer.namelist())
+        for name in nested:
+            names += zipfile.ZipFile(io.BytesIO(np.load(io.BytesIO(outer.read(name))))).namelist()
+    assert not [n for n in names if "neighbor_rows_" in n or "missing_reference_" in n]
+    loaded = skvae.load(io.BytesIO(data))
+    # In memory and from the file alike: the bound alone, without the term.
+    np.testing.assert_allclose(loaded.score_samples(X), detector.score_samples(X), rtol=1e-6)
+    np.testing.assert_allclose(
+        detector.score_samples(X[1:4]), detector._bounds_as_observed(X[1:4]), rtol=1e-9
+    )
