@@ -136,29 +136,29 @@ def run_one(method, X, frame, seed):
     return -model.score_samples(data), seconds, width
 
 
-def _parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser(description, threads):
+    """The options of the mixed-table benchmarks (this one and mixed_novelty.py)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--datasets", nargs="+", default=DEFAULT_DATASETS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--missing", type=float, default=0.1, help="share of entries removed")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=threads)
     parser.add_argument("--output", type=Path, default=HERE)
     return parser
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
-    set_threads(args.threads)
+def run_tables(args, methods, measure):
+    """The datasets of ``args`` and one row per dataset, seed and method, on
+    the mixed table of each dataset and seed: ``measure(method, X, y, frame,
+    seed)`` returns ``(roc_auc, average_precision, other fields)``."""
     datasets = [d for d in load_datasets(args.data) if d[0] in set(args.datasets)]
     rows = []
     for name, X, y in datasets:
         for seed in args.seeds:
             frame = make_mixed(X, args.missing, seed)
-            for method in METHODS:
-                scores, seconds, width = run_one(method, X, frame, seed)
-                auc, ap = evaluate(y, scores)
+            for method in methods:
+                auc, ap, fields = measure(method, X, y, frame, seed)
                 rows.append(
                     dict(
                         dataset=name,
@@ -166,18 +166,31 @@ def main(argv=None):
                         method=method,
                         roc_auc=round(auc, 4),
                         average_precision=round(ap, 4),
-                        fit_seconds=round(seconds, 2),
-                        input_width=width,
+                        **fields,
                     )
                 )
                 print(f"{name} seed {seed} {method}: ROC-AUC {auc:.3f} AP {ap:.3f}", flush=True)
-    write_csv(args.output / "results" / "mixed_types.csv", rows)
-    write_section(
-        "mixed_types",
-        _section(rows, datasets, args, argv),
-        results_dir=args.output / "results",
-        results_md=args.output / "RESULTS.md",
-    )
+    return datasets, rows
+
+
+def write_results(name, rows, section, output):
+    """``results/<name>.csv`` and the section ``name`` of RESULTS.md."""
+    write_csv(output / "results" / f"{name}.csv", rows)
+    write_section(name, section, results_dir=output / "results", results_md=output / "RESULTS.md")
+
+
+def _measure(method, X, y, frame, seed):
+    scores, seconds, width = run_one(method, X, frame, seed)
+    auc, ap = evaluate(y, scores)
+    return auc, ap, dict(fit_seconds=round(seconds, 2), input_width=width)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(__doc__.split("\n\n")[0], threads=1).parse_args(argv)
+    set_threads(args.threads)
+    datasets, rows = run_tables(args, METHODS, _measure)
+    write_results("mixed_types", rows, _section(rows, datasets, args, argv), args.output)
 
 
 def _section(rows, datasets, args, argv):

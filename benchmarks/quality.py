@@ -348,7 +348,7 @@ def check_lines(rows, setting, names, labels, table, summary):
             + ("measured side by side in the same run" if same else "measured in different runs")
             + ")."
         )
-    ours_rows = [r for r in rows if r["detector"] in (DEFAULT_LABEL, NOVELTY_LABEL)]
+    ours_rows = [r for r in rows if r["detector"] in OURS.values()]
     warned = [r for r in ours_rows if str(r["converged"]) == "False"]
     n_fits = len(ours_rows)
     lines.append(

@@ -6,11 +6,10 @@ datasets: a kNN detector on standardised columns ranks anomalies better
 than every VAE variant measured, while the VAE's bound is better on other
 tables (celeba 0.803 against 0.786, mammography 0.884 against 0.879;
 benchmarks/results/ablation.md, variants "trim 0" and "kNN, standardised
-features"). The
-two disagree where each is wrong, so the detector adds them: the row's
-bound minus its k-th neighbour distance put on the bound's scale, each
-centred and scaled by the median and interquartile range of the training
-rows. On the 16 development datasets (novelty setting, seeds 0-2,
+features"). The two disagree where each is wrong, so the detector adds
+them: the row's bound minus its k-th neighbour distance put on the bound's
+scale, each centred and scaled by the median and interquartile range of
+the training rows. On the 16 development datasets (novelty setting, seeds 0-2,
 benchmarks/results/ablation.md) the sum reaches a mean ROC-AUC of 0.9461,
 against 0.9336 for the bound alone (variant "trim 0") and 0.9479 for the
 distance alone ("kNN, standardised features"); beside the benchmark's peers

@@ -160,7 +160,8 @@ class Strings(_Codec):
 
 
 class _Floats64(_Codec):
-    """A finite float64 array stored as ``.npy`` (``Array``, ``Rows``)."""
+    """A float64 array stored as ``.npy`` (``Array``, ``Rows``), read back
+    finite unless the codec allows missing entries."""
 
     def _encode(self, name, value, arrays):
         arrays[name] = np.asarray(value, dtype=np.float64)

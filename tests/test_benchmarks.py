@@ -50,6 +50,14 @@ def _write_dataset(path, seed):
     np.savez(path, X=X, y=y)
 
 
+def _one_dataset(tmp_path, file_name, seed):
+    """A data folder holding one ``_write_dataset`` file, and an output folder."""
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_dataset(data / file_name, seed)
+    return data, tmp_path / "out"
+
+
 def _read(path):
     with open(path) as handle:
         return list(csv.DictReader(handle))
@@ -123,10 +131,7 @@ def test_mixed_table_is_built_as_documented(mixed_types):
 
 @pytest.mark.slow
 def test_mixed_types_benchmark_writes_its_own_section(tmp_path, mixed_types):
-    data = tmp_path / "data"
-    data.mkdir()
-    _write_dataset(data / "3_small.npz", 0)
-    out = tmp_path / "out"
+    data, out = _one_dataset(tmp_path, "3_small.npz", 0)
     mixed_types.main(
         ["--data", str(data), "--datasets", "small", "--seeds", "0", "--output", str(out)]
     )
@@ -144,10 +149,7 @@ def test_mixed_novelty_fits_each_detector_on_the_clean_half(tmp_path, import_scr
 
     mixed_novelty = import_script("mixed_novelty")
     monkeypatch.setattr(_training, "BUDGET_STEPS", 30)  # a short budget keeps the test fast
-    data = tmp_path / "data"
-    data.mkdir()
-    _write_dataset(data / "3_small.npz", 0)
-    out = tmp_path / "out"
+    data, out = _one_dataset(tmp_path, "3_small.npz", 0)
     mixed_novelty.main(
         ["--data", str(data), "--datasets", "small", "--seeds", "0"]
         + ["--threads", "1", "--output", str(out)]
@@ -162,10 +164,7 @@ def test_mixed_novelty_fits_each_detector_on_the_clean_half(tmp_path, import_scr
 
 def test_ablation_adds_its_section_beside_the_quality_one(tmp_path, benchmarks):
     quality, ablation = benchmarks
-    data = tmp_path / "data"
-    data.mkdir()
-    _write_dataset(data / "1_only.npz", 3)
-    out = tmp_path / "out"
+    data, out = _one_dataset(tmp_path, "1_only.npz", 3)
     quality.main(["--data", str(data), "--large", "--detectors", "iforest", "--output", str(out)])
     ablation.main(
         ["--data", str(data), "--seeds", "0", "1", "--variants", "default", "trim 0, budget 1000"]
@@ -194,10 +193,7 @@ def test_ablation_adds_its_section_beside_the_quality_one(tmp_path, benchmarks):
 
 def test_score_rules_scores_one_fit_by_every_rule_beside_the_peers(tmp_path, import_script):
     score_rules = import_script("score_rules")
-    data = tmp_path / "data"
-    data.mkdir()
-    _write_dataset(data / "1_only.npz", 4)
-    out = tmp_path / "out"
+    data, out = _one_dataset(tmp_path, "1_only.npz", 4)
     score_rules.main(["--data", str(data), "--large", "--seeds", "0", "--output", str(out)])
 
     rows = _read(out / "results" / "score_rules.csv")
@@ -241,10 +237,7 @@ def test_cross_conformal_power_runs_each_share_and_restores_the_library(
     power = import_script("cross_conformal_power")
     monkeypatch.setattr(_training, "BUDGET_STEPS", 30)  # a short budget keeps the test fast
     monkeypatch.setattr(_anomaly, "CROSS_CONFORMAL_MAX_ROWS", 2000)  # conftest turns it off
-    data = tmp_path / "data"
-    data.mkdir()
-    _write_dataset(data / "1_only.npz", 5)
-    out = tmp_path / "out"
+    data, out = _one_dataset(tmp_path, "1_only.npz", 5)
     power.main(
         ["--data", str(data), "--shares", "1.0", "0.5", "--seeds", "0"] + ["--output", str(out)]
     )
@@ -376,10 +369,7 @@ def test_fit_time_times_each_fit_per_table_without_pyod(tmp_path, import_script,
 
     fit_time = import_script("fit_time")
     monkeypatch.setattr(_training, "BUDGET_STEPS", 30)  # a short budget keeps the test fast
-    data = tmp_path / "data"
-    data.mkdir()
-    _write_dataset(data / "1_only.npz", 6)
-    out = tmp_path / "out"
+    data, out = _one_dataset(tmp_path, "1_only.npz", 6)
     detectors = ["skvae", "skvae, split calibration"]
     fit_time.main(
         ["--data", str(data), "--large", "--detectors", *detectors]
