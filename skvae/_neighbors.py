@@ -32,8 +32,8 @@ N_NEIGHBORS = 5
 # novelty fits (at most 10,000 rows) keep all of theirs; a cap of 4,096
 # lowers their mean ROC-AUC from 0.9461 to 0.9450, of 1,024 to 0.9417
 # (ablation variants "novelty, ... neighbour rows"). Scoring compares each
-# row with all of them: 35,000 to 59,000 rows/s on 2 threads, against
-# 1.7 to 2.5 million without (benchmarks/novelty_speed.py).
+# row with all of them: 39,000 to 62,000 rows/s on 2 threads, against
+# 1.2 to 2.8 million without (benchmarks/novelty_speed.py).
 MAX_ROWS = 10_000
 
 

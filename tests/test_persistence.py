@@ -86,10 +86,9 @@ def test_round_trip_scores_identically(fitted, kind, tmp_path):
 
 @pytest.mark.parametrize("kind", ["detector", "transformer"])
 def test_every_fitted_attribute_is_in_the_file(fitted, kind):
-    """``FITTED_ATTRIBUTES`` must list whatever fit sets (device_ is chosen by
-    load, the neighbour search is rebuilt from the stored rows)."""
+    """``FITTED_ATTRIBUTES`` must list whatever fit sets (device_ is chosen by load)."""
     estimator = fitted[kind]
-    set_by_fit = set(fitted_state(estimator)) - {"device_", "_neighbor_search"}
+    set_by_fit = set(fitted_state(estimator)) - {"device_"}
     assert set_by_fit == set(_persistence.FITTED_ATTRIBUTES[type(estimator).__name__])
     header = json.loads(zipfile.ZipFile(io.BytesIO(saved_bytes(estimator))).read("skvae.json"))
     assert set(header["fitted"]) == set_by_fit
