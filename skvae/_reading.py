@@ -264,6 +264,8 @@ def _read_text(path, encoding, sep, decimal, thousands):
                 raise
             encoding = "cp1252"
             frame = _read_csv(path, encoding, options)
+        if thousands is not None:
+            frame = _misgrouped_back_to_text(frame, path, encoding, options)
     except UnicodeError as error:  # UTF-16 without a BOM raises the parent class
         raise ReadError(
             f"cannot read {path} as {ENCODING_NAMES.get(encoding, encoding)} text: "
@@ -279,6 +281,25 @@ def _read_text(path, encoding, sep, decimal, thousands):
         note=note,
     )
     return frame, reading
+
+
+def _misgrouped_back_to_text(frame, path, encoding, options):
+    """``frame`` with the columns pandas' ``thousands`` made numbers of
+    values that are not numbers grouped in threes put back as the text they
+    were: pandas drops the mark wherever it stands, so with ``thousands='.'``
+    the date "01.01.2025" became the number 1012025. The typing then reads
+    such a column as what it is (a date, here) and says so."""
+    raw = _read_csv(path, encoding, {**options, "thousands": None, "dtype": str})
+    mark, decimal = re.escape(options["thousands"]), re.escape(options["decimal"])
+    grouped = re.compile(rf"\s*[+-]?\d{{1,3}}({mark}\d{{3}})+({decimal}\d*)?\s*")
+    for column in frame.columns:
+        if frame[column].dtype.kind not in "iuf":
+            continue
+        marked = raw[column].dropna()
+        marked = marked[marked.str.contains(options["thousands"], regex=False)]
+        if not marked.map(lambda value: bool(grouped.fullmatch(value))).all():
+            frame[column] = raw[column]
+    return frame
 
 
 def _layout(text, sep, decimal, thousands):

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from skvae import VAEAnomalyDetector
 from skvae._reading import SAMPLE_BYTES, ReadError, read_table
 from skvae.cli import main
 
@@ -271,6 +272,22 @@ def test_archives_and_other_formats_fail_in_one_line(tmp_path):
         with pytest.raises(ReadError, match=expected) as error:
             read_table(path, **options)
         assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_dates_written_with_the_thousands_mark_stay_text_for_the_typing(tmp_path):
+    # pandas drops a thousands mark wherever it stands: "01.01.2025" read as 1012025.
+    path = tmp_path / "orders.csv"
+    path.write_text(
+        "datum;betrag;menge\n13.01.2025;1.324,02;3\n3.4.2025;999,5;12\n;5.012,00;\n",
+        encoding="cp1252",
+    )
+    frame, reading = read_table(path, thousands=".")
+    assert frame["datum"].tolist()[:2] == ["13.01.2025", "3.4.2025"]
+    assert frame["datum"].isna().tolist() == [False, False, True]
+    assert frame["betrag"].tolist() == [1324.02, 999.5, 5012.0]
+    assert frame["menge"].iloc[:2].tolist() == [3, 12]
+    schema = VAEAnomalyDetector(max_iter=1, random_state=0).fit(frame).describe_columns()
+    assert "date (%d.%m.%Y)" in schema.set_index("column").loc["datum", "read as"]
 
 
 def test_thousands_dots_and_decimal_commas_as_a_european_export(tmp_path):
